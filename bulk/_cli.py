@@ -1,0 +1,774 @@
+"""The ``bulk`` command line: a thin click skin over the library.
+
+stdout is machine-readable (JSON or one URL per line); progress and the one-line
+summary go to stderr. Errors are one stderr line that starts with the stable code.
+
+Exit codes:
+    0  OK           everything asked for was done
+    1  ERROR        nothing could be done (no sitemap, blocked, every page failed, ...)
+    2  USAGE        bad arguments or options (VALIDATION_ERROR, INVALID_URL, RESUME_MISMATCH)
+    3  PARTIAL      the archive was written but some pages failed (see _manifest.json)
+    4  INTERRUPTED  Ctrl-C or SIGTERM; ``bulk archive ... --resume`` continues the run
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final, NoReturn, TypeVar
+
+import click
+import trio
+
+from . import __version__
+from ._browser import BrowserPool, PoolConfig, default_concurrency
+from ._config import Settings, find_chromium
+from ._discover import DiscoverLimits, discover
+from ._exceptions import BulkError, Interrupted, InvalidURL, ResumeMismatch, ValidationError
+from ._fetch import open_fetcher
+from ._jobs import Progress, archive_site
+from ._ledger import Ledger
+from ._options import CaptureOptions, capture_option_decorators, options_from_cli
+from ._policy import EgressPolicy
+from ._util import LockHeld, single_error
+
+__all__ = ["EXIT_CODES", "cli", "main"]
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_PARTIAL: Final = 3
+EXIT_INTERRUPTED: Final = 4
+EXIT_CODES: Final = {
+    EXIT_OK: "OK",
+    EXIT_ERROR: "ERROR",
+    EXIT_USAGE: "USAGE",
+    EXIT_PARTIAL: "PARTIAL",
+    EXIT_INTERRUPTED: "INTERRUPTED",
+}
+_USAGE_CODES: Final = {"VALIDATION_ERROR", "INVALID_URL", "RESUME_MISMATCH"}
+MAX_PAGES_CLI: Final = 10_000_000
+# URLs `bulk discover` lets discovery run ahead of printing.
+_DISCOVER_BUFFER: Final = 4096
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _fail(exc: BulkError) -> NoReturn:
+    click.echo(f"{exc.code}: {exc.message}", err=True)
+    raise _Exit(EXIT_USAGE if exc.code in _USAGE_CODES else EXIT_ERROR)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except BulkError as exc:
+        _fail(exc)
+
+
+def _policy(allow_private: bool, allow: tuple[str, ...], settings: Settings) -> EgressPolicy:
+    try:
+        return EgressPolicy(
+            allow_private=allow_private or settings.allow_private,
+            allow=tuple(allow) + settings.allow,
+        )
+    except BulkError as exc:
+        _fail(exc)
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run`` with SIGTERM/SIGHUP treated like Ctrl-C: unwind cleanly, exit 4."""
+
+    async def main() -> T:
+        interrupted = False
+        result: list[T] = []
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal interrupted
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+                    async for _ in signals:
+                        interrupted = True
+                        nursery.cancel_scope.cancel()
+                        return
+
+            async def body() -> None:
+                result.append(await fn())
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(body)
+        if interrupted or not result:
+            raise Interrupted("stopped by a signal")
+        return result[0]
+
+    try:
+        return trio.run(main)
+    except BaseException as exc:
+        leaf = single_error(exc)
+        if isinstance(leaf, KeyboardInterrupt):
+            raise Interrupted("stopped by Ctrl-C") from None
+        if leaf is exc:
+            raise
+        raise leaf from None
+
+
+def _pool_config(concurrency: int | None, settings: Settings) -> PoolConfig:
+    try:
+        executable = find_chromium(settings.chromium)
+    except BulkError as exc:
+        _fail(exc)
+    return PoolConfig(executable=executable, concurrency=concurrency or default_concurrency())
+
+
+def _apply(decorators: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def wrap(fn: F) -> F:
+        for deco in reversed(decorators):
+            fn = deco(fn)
+        return fn
+
+    return wrap
+
+
+def _network_options(fn: F) -> F:
+    fn = click.option(
+        "--allow",
+        multiple=True,
+        metavar="HOST|CIDR",
+        help="Allow this host name or address range even if private (repeatable).",
+    )(fn)
+    fn = click.option(
+        "--allow-private",
+        is_flag=True,
+        help="Allow loopback/private/link-local targets (intranets, tests). "
+        "Same as BULK_ALLOW_PRIVATE=1.",
+    )(fn)
+    return fn
+
+
+def _capture_options(values: dict[str, Any], out: Path | None = None) -> CaptureOptions:
+    picked = {k: values.pop(k) for k in list(values) if k in _OPTION_NAMES}
+    if out is not None and picked.get("format") is None:
+        suffix = out.suffix.lower().lstrip(".")
+        picked["format"] = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix)
+    try:
+        return options_from_cli(picked)
+    except BulkError as exc:
+        _fail(exc)
+
+
+_OPTION_NAMES: Final = {
+    "width",
+    "height",
+    "format",
+    "quality",
+    "full_page",
+    "delay",
+    "wait_for_selector",
+    "selector",
+    "dark_mode",
+    "scale",
+    "block_selectors",
+    "cookies",
+    "headers",
+    "user_agent",
+    "dismiss_cookie_consent",
+    "timeout",
+}
+
+
+class _Bar:
+    """A progress bar on stderr: redrawn in place on a terminal, a line per 10% elsewhere."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.ok = self.failed = 0
+        self.total = 0
+        self.start = time.monotonic()
+        self._last_decile = -1
+
+    def __call__(self, p: Progress) -> None:
+        if p.ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        self.total = max(self.total, p.total)
+        if not self.enabled:
+            return
+        if not p.ok:
+            # Which page and why, on a line of its own (cleared bar first on a tty).
+            clear = "\r\x1b[K" if self.tty else ""
+            why = " ".join((p.error_message or "").split())
+            sys.stderr.write(f"{clear}failed: {p.url} {p.error_code}: {why}\n")
+        done = self.ok + self.failed
+        rate = done / max(1e-6, time.monotonic() - self.start)
+        frac = done / max(1, self.total)
+        if self.tty:
+            width = 30
+            fill = int(frac * width)
+            line = (
+                f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} "
+                f"ok {self.ok} failed {self.failed} {rate:.1f} pages/s "
+            )
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        else:
+            decile = int(frac * 10)
+            if decile != self._last_decile:
+                self._last_decile = decile
+                click.echo(
+                    f"progress: {done}/{self.total} ok {self.ok} failed {self.failed} "
+                    f"{rate:.1f} pages/s",
+                    err=True,
+                )
+
+    def close(self) -> None:
+        if self.enabled and self.tty and (self.ok or self.failed):
+            sys.stderr.write("\n")
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bulk")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+def cli(verbose: bool) -> None:
+    """bulk: screenshot every page a site's sitemaps list, into one ZIP.
+
+    Exit codes: 0 ok, 1 error (nothing could be done), 2 usage, 3 partial
+    (some pages failed), 4 interrupted (``bulk archive ... --resume`` continues).
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@cli.command()
+@click.argument("site")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The ZIP to write.",
+)
+@click.option(
+    "--max-pages",
+    type=click.IntRange(1, MAX_PAGES_CLI),
+    default=100,
+    show_default=True,
+    help="Capture at most this many pages.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Pages captured at once [default: 2 per core, 2 to 8].",
+)
+@click.option("--same-host", is_flag=True, help="Only pages on the site's own host.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_network_options
+@_apply(capture_option_decorators())
+def archive(
+    site: str,
+    out: Path,
+    max_pages: int,
+    concurrency: int | None,
+    same_host: bool,
+    resume: bool,
+    quiet: bool,
+    allow_private: bool,
+    allow: tuple[str, ...],
+    **values: Any,
+) -> None:
+    """Archive SITE (a domain, an origin or a sitemap URL) as a ZIP of screenshots.
+
+    Writes OUT.partial and renames it to OUT only when complete; a summary goes to
+    stderr and a JSON summary to stdout.
+    """
+    settings = _settings()
+    options = _capture_options(values)
+    policy = _policy(allow_private, allow, settings)
+    config = _pool_config(concurrency, settings)
+    limits = DiscoverLimits(max_pages=max_pages, same_host=same_host)
+    bar = _Bar(not quiet)
+    out = out.resolve()
+
+    async def go() -> Any:
+        async with open_fetcher(policy) as fetcher, BrowserPool.open(config, policy) as pool:
+            return await archive_site(
+                site,
+                out,
+                options=options,
+                limits=limits,
+                pool=pool,
+                fetcher=fetcher,
+                resume=resume,
+                on_progress=bar,
+                on_note=lambda m: click.echo(f"note: {m}", err=True),
+            )
+
+    try:
+        result = _run(go)
+    except Interrupted as exc:
+        bar.close()
+        click.echo(
+            f"{exc.code}: {exc.message}; run the same command with --resume to continue",
+            err=True,
+        )
+        raise _Exit(EXIT_INTERRUPTED) from None
+    except BulkError as exc:
+        bar.close()
+        _fail(exc)
+    bar.close()
+    job = result.job
+    seconds = result.elapsed
+    rate = job.processed / seconds if seconds > 0 else 0.0
+    summary = {
+        "site": site,
+        "output": str(result.out) if result.out else None,
+        "size": job.zip_size if result.out else None,
+        "pages": job.total,
+        "ok": job.ok,
+        "failed": job.failed,
+        "seconds": round(seconds, 2),
+        "pages_per_second": round(rate, 2),
+        "resumed": result.resumed,
+    }
+    click.echo(json.dumps(summary))
+    if result.out is None:
+        click.echo(f"{job.error_code}: {job.error_message}", err=True)
+        raise _Exit(EXIT_ERROR)
+    click.echo(
+        f"bulk: {job.ok} ok, {job.failed} failed in {seconds:.1f} s ({rate:.1f} pages/s) "
+        f"-> {result.out} ({_human(job.zip_size or 0)})",
+        err=True,
+    )
+    raise _Exit(EXIT_PARTIAL if job.failed else EXIT_OK)
+
+
+@cli.command(name="discover")
+@click.argument("site")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of lines.")
+@click.option(
+    "--max-pages",
+    type=click.IntRange(1, MAX_PAGES_CLI),
+    default=100,
+    show_default=True,
+    help="Stop after this many unique URLs.",
+)
+@click.option("--same-host", is_flag=True, help="Only URLs on the site's own host.")
+@_network_options
+def discover_cmd(
+    site: str,
+    as_json: bool,
+    max_pages: int,
+    same_host: bool,
+    allow_private: bool,
+    allow: tuple[str, ...],
+) -> None:
+    """Print the page URLs the sitemaps of SITE list, in sitemap order (what archive captures)."""
+    settings = _settings()
+    policy = _policy(allow_private, allow, settings)
+    limits = DiscoverLimits(max_pages=max_pages, same_host=same_host)
+
+    async def go() -> list[str]:
+        urls: list[str] = []
+        async with open_fetcher(policy) as fetcher:
+            send, recv = trio.open_memory_channel[str](_DISCOVER_BUFFER)
+            async with trio.open_nursery() as nursery:
+
+                async def run() -> None:
+                    await discover(site, fetcher, send, limits)
+
+                nursery.start_soon(run)
+                async with recv:
+                    # Whatever has arrived, at once: a checkpoint and a write per URL
+                    # cost more than reading the URL (1,000,000 URLs: ~30 s of it).
+                    ended = False
+                    while not ended:
+                        try:
+                            batch = [await recv.receive()]
+                        except trio.EndOfChannel:
+                            break
+                        while len(batch) < _DISCOVER_BUFFER:
+                            try:
+                                batch.append(recv.receive_nowait())
+                            except trio.WouldBlock:
+                                break
+                            except trio.EndOfChannel:
+                                ended = True
+                                break
+                        if as_json:
+                            urls.extend(batch)
+                        else:
+                            batch.append("")
+                            sys.stdout.write("\n".join(batch))
+        return urls
+
+    try:
+        urls = _run(go)
+    except Interrupted as exc:
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        raise _Exit(EXIT_INTERRUPTED) from None
+    except BulkError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(urls, ensure_ascii=False))
+
+
+@cli.command()
+@click.argument("url")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The image file to write (its extension picks the format unless --format is given).",
+)
+@_network_options
+@_apply(capture_option_decorators())
+def shot(url: str, out: Path, allow_private: bool, allow: tuple[str, ...], **values: Any) -> None:
+    """Capture one URL into an image file (the same engine as archive)."""
+    settings = _settings()
+    options = _capture_options(values, out)
+    policy = _policy(allow_private, allow, settings)
+    config = _pool_config(1, settings)
+    try:
+        target = policy.check_url(url).href
+    except BulkError as exc:
+        _fail(exc)
+
+    async def go() -> Any:
+        async with BrowserPool.open(config, policy) as pool:
+            shot = await pool.capture(target, options)
+        tmp = out.with_name(out.name + ".partial")
+        await trio.Path(tmp).write_bytes(shot.data)
+        os.replace(tmp, out)
+        return shot
+
+    try:
+        shot = _run(go)
+    except Interrupted as exc:
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        raise _Exit(EXIT_INTERRUPTED) from None
+    except BulkError as exc:
+        _fail(exc)
+    click.echo(
+        json.dumps(
+            {
+                "url": target,
+                "final_url": shot.final_url,
+                "output": str(out),
+                "format": shot.format,
+                "width": shot.width,
+                "height": shot.height,
+                "bytes": len(shot.data),
+                "http_status": shot.http_status,
+                "elapsed_ms": round(shot.elapsed * 1000),
+            }
+        )
+    )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port (0: any free port).",
+)
+@click.option(
+    "--db",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The ledger database (created if missing).",
+)
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where job images and ZIPs are kept.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Pages captured at once, all jobs together [default: 2 per core, 2 to 8].",
+)
+@_network_options
+def serve(
+    host: str,
+    port: int,
+    db: Path,
+    data_dir: Path,
+    concurrency: int | None,
+    allow_private: bool,
+    allow: tuple[str, ...],
+) -> None:
+    """Run the HTTP API and its job runner in the foreground (SIGTERM: graceful stop)."""
+    from ._api import RATE_LIMITS, ApiConfig, RateLimit
+    from ._service import ServiceConfig
+    from ._service import serve as run_service
+
+    settings = _settings()
+    policy = _policy(allow_private, allow, settings)
+    limits = dict(RATE_LIMITS)
+    for bucket, count, window in settings.rate_limits:
+        limits[bucket] = RateLimit(count, window)
+    config = ServiceConfig(
+        host=host,
+        port=port,
+        db=db.resolve(),
+        data_dir=data_dir.resolve(),
+        pool=_pool_config(concurrency, settings),
+        policy=policy,
+        download_ttl=settings.download_ttl_seconds,
+        api=ApiConfig(rate_limits=limits),
+    )
+
+    async def main() -> None:
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+                with trio.open_signal_receiver(*signals) as received:
+                    async for _ in received:
+                        if shutdown.is_set():
+                            nursery.cancel_scope.cancel()  # a second signal: stop now
+                            return
+                        click.echo(
+                            "bulk: stopping (finishing requests, releasing leases)", err=True
+                        )
+                        shutdown.set()
+
+            async def service(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                await run_service(config, shutdown, task_status=task_status)
+                nursery.cancel_scope.cancel()  # stopped gracefully: end the watcher too
+
+            nursery.start_soon(watch)
+            binds = await nursery.start(service)
+            click.echo(f"bulk: listening on {', '.join(binds)}", err=True)
+
+    try:
+        trio.run(main)
+    except BaseException as exc:  # unwrapped below
+        leaf = single_error(exc)
+        if isinstance(leaf, LockHeld):
+            click.echo(f"VALIDATION_ERROR: another bulk serve uses {db}", err=True)
+            raise _Exit(EXIT_USAGE) from None
+        if isinstance(leaf, BulkError):
+            _fail(leaf)
+        if isinstance(leaf, KeyboardInterrupt):
+            raise _Exit(EXIT_OK) from None
+        raise
+    click.echo("bulk: stopped", err=True)
+
+
+# ---- admin ----------------------------------------------------------------------------
+
+
+@cli.group()
+def admin() -> None:
+    """Accounts, API keys, credits and the ledger audit (works on the service's --db)."""
+
+
+def _db_option(fn: F) -> F:
+    return click.option(
+        "--db",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The service's ledger database.",
+    )(fn)
+
+
+def _ledger_call(db: Path, fn: Callable[[Ledger], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with Ledger.open(db) as ledger:
+            return await fn(ledger)
+
+    try:
+        return _run(go)
+    except Interrupted as exc:
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        raise _Exit(EXIT_INTERRUPTED) from None
+    except BulkError as exc:
+        _fail(exc)
+
+
+@admin.command(name="create-key")
+@_db_option
+@click.option(
+    "--credits",
+    type=click.IntRange(0, 10**9),
+    required=True,
+    help="Credits granted to the new account.",
+)
+@click.option("--email", default=None, help="The account's email.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def create_key(db: Path, credits: int, email: str | None, as_json: bool) -> None:
+    """Create an account with CREDITS and print its API key (shown only this once)."""
+    account, key = _ledger_call(
+        db, lambda ledger: ledger.create_account(credits=credits, email=email)
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "api_key": key,
+                    "account_id": account.id,
+                    "email": account.email,
+                    "credits": account.balance,
+                    "key_prefix": account.key_prefix,
+                }
+            )
+        )
+    else:
+        click.echo(key)
+
+
+@admin.command(name="revoke-key")
+@_db_option
+@click.option("--key", required=True, help="The API key to deactivate.")
+def revoke_key(db: Path, key: str) -> None:
+    """Deactivate an API key."""
+    done = _ledger_call(db, lambda ledger: ledger.revoke_key(key))
+    if not done:
+        click.echo("INVALID_API_KEY: no active key like that", err=True)
+        raise _Exit(EXIT_ERROR)
+    click.echo("revoked")
+
+
+@admin.command()
+@_db_option
+@click.option("--key", required=True, help="An API key of the account.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def credits(db: Path, key: str, as_json: bool) -> None:
+    """Show the credit balance of the account a key belongs to."""
+    account = _ledger_call(db, lambda ledger: ledger.account_by_key(key))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"balance": account.balance, "account_id": account.id, "email": account.email}
+            )
+        )
+    else:
+        click.echo(str(account.balance))
+
+
+@admin.command()
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit(db: Path, as_json: bool) -> None:
+    """Check every ledger invariant; exit 0 only when all hold."""
+    if not db.exists():
+        _fail(ValidationError(f"no database at {db}", field="db"))
+    report = _ledger_call(db, lambda ledger: ledger.audit())
+    if as_json:
+        click.echo(json.dumps(list(report.jobs)))
+    else:
+        for job in report.jobs:
+            click.echo(
+                f"{job['job_id']} {job['status']:<10} reserved {job['reserved']} "
+                f"used {job['used']} refunded {job['refunded']}"
+            )
+    for problem in report.problems:
+        click.echo(f"AUDIT_FAILED: {problem}", err=True)
+    if not report.ok:
+        raise _Exit(EXIT_ERROR)
+
+
+@admin.command()
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def jobs(db: Path, as_json: bool) -> None:
+    """List jobs with their status and counts."""
+    rows = _ledger_call(db, lambda ledger: ledger.jobs())
+    data = [
+        {
+            "job_id": j.id,
+            "kind": j.kind,
+            "status": j.status,
+            "site": j.site,
+            "total": j.total,
+            "ok": j.ok,
+            "failed": j.failed,
+            "created_at": j.created_at,
+        }
+        for j in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        for d in data:
+            click.echo(
+                f"{d['job_id']} {d['kind']:<7} {d['status']:<10} {d['ok']}/{d['total']} ok "
+                f"{d['site']}"
+            )
+
+
+# click >= 8.2 raises this for a group called without arguments; older click exits.
+_NO_ARGS: Final[type[BaseException]] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_Never", (Exception,), {})
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bulk`` console script; returns the exit code."""
+    try:
+        cli.main(args=argv, prog_name="bulk", standalone_mode=False)
+    except _Exit as done:
+        return done.code
+    except _NO_ARGS as exc:
+        ctx = getattr(exc, "ctx", None)
+        click.echo(ctx.get_help() if ctx is not None else "bulk --help", err=True)
+        return EXIT_USAGE
+    except click.UsageError as exc:
+        message = " ".join(exc.format_message().split())
+        click.echo(f"VALIDATION_ERROR: {message} (see 'bulk --help')", err=True)
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("INTERRUPTED: aborted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        click.echo(f"VALIDATION_ERROR: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except InvalidURL as exc:  # pragma: no cover - commands catch their own
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        return EXIT_USAGE
+    except ResumeMismatch as exc:  # pragma: no cover
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,479 @@
+"""Sitemap discovery and expansion: SITE -> page URLs, streamed in document order.
+
+    robots.txt ``Sitemap:`` lines
+      -> (only if none) the common paths, probed at once
+      -> each sitemap fetched, inflated and parsed incrementally (``_sitemap``)
+      -> sitemap indexes expanded depth-first, loop-safe on final URLs
+      -> unique page URLs sent on as soon as they are read
+
+Documents are fetched a few ahead of the one being read (``lookahead``) so a site with
+an index of 20 children costs about one round trip per 4 children, yet the output
+keeps the sitemaps' own order. Each document streams into its own small channel, so
+memory stays bounded and reading stops as soon as ``max_pages`` URLs are in hand.
+
+Entries cross that channel in batches (what at most ``_FEED_BYTES`` of inflated text
+completed, so a well-compressed chunk cannot make one batch huge), and page URLs go
+out with ``send_nowait`` while the receiver keeps up: a trio checkpoint costs ~10 µs
+(a scheduler pass and an epoll call), several times the parse of one URL, so one per
+URL would make a sitemap of 50,000 URLs take seconds instead of a fraction. A full
+channel still blocks (``send``), so a slow receiver holds discovery back and the
+entries in flight stay bounded: ``lookahead`` x (``_CHANNEL_BATCHES`` + 1) batches.
+
+When nothing is found, the error says why, most informative first: a sitemap that
+lists no usable page (NO_URLS_FOUND), a sitemap refused as hostile (INVALID_SITEMAP),
+the failure of a document that was asked for by name (the user's sitemap URL, a
+robots.txt ``Sitemap:`` line or an index entry: its own error, such as
+RESPONSE_TOO_LARGE or FETCH_ERROR), else NO_SITEMAP_FOUND (only guesses, which missed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from contextlib import aclosing
+from typing import Final, final
+
+import attrs
+import trio
+
+from ._exceptions import (
+    BulkError,
+    FetchError,
+    InvalidSitemap,
+    InvalidURL,
+    NoSitemapFound,
+    NoURLsFound,
+)
+from ._fetch import Fetcher, Response
+from ._sitemap import Entry, EntryKind, Inflater, SitemapParser, parse_robots
+from ._urls import ParsedURL, parse_http_url, site_candidates
+from ._util import open_owned_nursery
+
+__all__ = ["DiscoverLimits", "Discovery", "discover", "discover_all", "is_sitemap_url"]
+
+COMMON_PATHS: Final = (
+    "sitemap.xml",
+    "sitemap_index.xml",
+    "sitemap-index.xml",
+    "sitemap.xml.gz",
+    "wp-sitemap.xml",
+)
+_SITEMAP_SUFFIXES: Final = (".xml", ".xml.gz", ".gz", ".txt", ".rss", ".atom")
+_ROBOTS_LIMIT: Final = 512 * 1024
+# Batches of entries a document may read ahead of its turn.
+_CHANNEL_BATCHES: Final = 4
+# Inflated bytes parsed per batch: at most a few thousand entries each.
+_FEED_BYTES: Final = 256 * 1024
+# Parsed formats that list pages (an index lists only sitemaps).
+_PAGE_KINDS: Final = frozenset({"urlset", "rss", "atom", "text"})
+
+
+@attrs.frozen(kw_only=True)
+class DiscoverLimits:
+    """Bounds of one discovery (a hostile site cannot make it unbounded).
+
+    Args:
+        max_pages: Stop once this many unique page URLs are in hand.
+        same_host: Keep only URLs on the site's host.
+        max_depth: Sitemap index nesting followed (the top level is 1).
+        max_sitemaps: Sitemap documents fetched in all.
+        max_document_bytes: Decompressed bytes read from one document (the protocol's
+            limit is 50 MB; like ultimate-sitemap-parser, twice that is accepted).
+            Memory does not grow with it: documents are parsed as they stream.
+        total_timeout: Seconds for the whole discovery.
+        lookahead: Documents fetched ahead of the one being read, per level.
+    """
+
+    max_pages: int = 100
+    same_host: bool = False
+    max_depth: int = 5
+    max_sitemaps: int = 1000
+    max_document_bytes: int = 100 * 2**20
+    total_timeout: float = 120.0
+    lookahead: int = 4
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_pages < 1:
+            raise ValueError("max_pages must be at least 1")
+
+
+@final
+@attrs.define
+class Discovery:
+    """What a discovery found, filled in as it runs.
+
+    ``truncated`` means some page URLs were not read: ``max_pages`` was reached, a
+    limit passed, or a document was cut off; ``warnings`` says which.
+    """
+
+    site: str = ""
+    sitemaps: list[str] = attrs.field(factory=list)
+    pages: int = 0
+    requests: int = 0
+    truncated: bool = False
+    warnings: list[str] = attrs.field(factory=list)
+    # Sitemaps refused as hostile or unreadable (they decide INVALID_SITEMAP).
+    refused: int = 0
+
+
+def is_sitemap_url(url: ParsedURL) -> bool:
+    """Whether a SITE argument names a sitemap document rather than a site."""
+    leaf = url.path.rsplit("/", 1)[-1].lower()
+    return bool(leaf) and ("sitemap" in leaf or leaf.endswith(_SITEMAP_SUFFIXES))
+
+
+class _Enough(Exception):
+    """max_pages reached: unwinds the expansion (caught in ``discover``)."""
+
+
+@final
+class _Run:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        limits: DiscoverLimits,
+        send: trio.MemorySendChannel[str],
+        result: Discovery,
+    ) -> None:
+        self.fetcher = fetcher
+        self.limits = limits
+        self.send = send
+        self.result = result
+        self.seen_pages: set[str] = set()
+        self.visited: set[str] = set()
+        self.documents = 0
+        self.hosts: set[str] = set()
+        # Guessed URLs (the common paths): their failures are expected, not errors.
+        self.probes: frozenset[str] = frozenset()
+        # Documents that turned out to be sitemaps (any recognised format), and
+        # whether one of them lists pages rather than sitemaps only.
+        self.found_sitemap = False
+        self.found_page_list = False
+        # Why documents gave nothing, for the error when no page is found.
+        self.refusals: list[InvalidSitemap] = []
+        self.failures: list[BulkError] = []
+        # Requests that got no response at all (a bare domain then tries http).
+        self.unreachable: list[FetchError] = []
+        self._warned_max_sitemaps = False
+
+    def warn(self, url: str, exc: BulkError, note: str = "") -> None:
+        self.result.warnings.append(f"{url}: {exc.code}: {exc.message}{note}")
+
+    def no_pages_error(self, site: str) -> BulkError:
+        """The most informative reason why no page URL was found (see the module doc)."""
+        if self.found_page_list:
+            return NoURLsFound(f"the sitemaps of {site} list no usable page URL")
+        if self.refusals:
+            return self.refusals[0]
+        if self.failures:
+            return self.failures[0]
+        if self.found_sitemap:
+            return NoURLsFound(f"the sitemap indexes of {site} lead to no usable page URL")
+        return NoSitemapFound(f"no sitemap found for {site}")
+
+    async def emit(self, entries: list[Entry], children: list[str]) -> None:
+        """Send the new page URLs of ``entries`` on; collect the sitemaps in ``children``."""
+        seen = self.seen_pages
+        send = self.send
+        result = self.result
+        same_host = self.limits.same_host
+        max_pages = self.limits.max_pages
+        for entry in entries:
+            url = entry.url
+            if entry.kind is not EntryKind.PAGE:
+                children.append(url)
+                continue
+            if url in seen:
+                continue
+            if same_host and parse_http_url(url).hostname not in self.hosts:
+                continue
+            seen.add(url)
+            result.pages += 1
+            # No checkpoint per URL while the receiver keeps up (see the module doc);
+            # a full channel still blocks, so a slow consumer still holds discovery back.
+            try:
+                send.send_nowait(url)
+            except trio.WouldBlock:
+                await send.send(url)
+            if result.pages >= max_pages:
+                raise _Enough
+
+    async def expand(self, urls: list[str], depth: int) -> None:
+        """Read ``urls`` (siblings) in order, fetching up to ``lookahead`` ahead."""
+        async with open_owned_nursery() as nursery:
+            pending: deque[trio.MemoryReceiveChannel[list[Entry]]] = deque()
+            queue = deque(urls)
+
+            def start_next() -> None:
+                while queue and len(pending) < self.limits.lookahead:
+                    url = queue.popleft()
+                    if url in self.visited:
+                        continue
+                    if self.documents >= self.limits.max_sitemaps:
+                        self.result.truncated = True
+                        if not self._warned_max_sitemaps:
+                            self._warned_max_sitemaps = True
+                            self.result.warnings.append(
+                                f"stopped at {self.limits.max_sitemaps} sitemaps"
+                            )
+                        queue.clear()
+                        return
+                    self.documents += 1
+                    self.visited.add(url)
+                    send, recv = trio.open_memory_channel[list[Entry]](_CHANNEL_BATCHES)
+                    nursery.start_soon(self.read_document, url, send)
+                    pending.append(recv)
+
+            start_next()
+            while pending:
+                recv = pending.popleft()
+                children: list[str] = []
+                async with recv:
+                    async for entries in recv:
+                        await self.emit(entries, children)
+                start_next()
+                if children:
+                    if depth >= self.limits.max_depth:
+                        self.result.truncated = True
+                        self.result.warnings.append(
+                            f"sitemap index nesting deeper than {self.limits.max_depth} ignored"
+                        )
+                    else:
+                        await self.expand(children, depth + 1)
+
+    async def read_document(self, url: str, send: trio.MemorySendChannel[list[Entry]]) -> None:
+        """Fetch and parse one document into ``send``; its failure is noted, not raised."""
+        async with send:
+            responded = False
+            try:
+                async with self.fetcher.get(url) as response:
+                    responded = True
+                    self.result.requests = self.fetcher.requests
+                    await self._read_response(url, response, send)
+            except InvalidSitemap as exc:
+                self.result.refused += 1
+                self.refusals.append(exc)
+                self.warn(url, exc)
+            except InvalidURL as exc:
+                # A malformed entry of the site's own: never the user's usage error.
+                self.warn(url, exc)
+            except BulkError as exc:  # FetchError (ResponseTooLarge...), URLBlocked
+                self.warn(url, exc)
+                if url not in self.probes:
+                    self.failures.append(exc)
+                if not responded and isinstance(exc, FetchError):
+                    self.unreachable.append(exc)
+
+    async def _read_response(
+        self, url: str, response: Response, send: trio.MemorySendChannel[list[Entry]]
+    ) -> None:
+        if response.url != url:
+            if response.url in self.visited:
+                return  # a redirect to a sitemap already read (YoAST's /sitemap.xml)
+            self.visited.add(response.url)
+        if not response.ok:
+            # The body of an error response is never parsed.
+            self.result.warnings.append(f"{url}: HTTP {response.status}")
+            return
+        inflater = Inflater(max_output=self.limits.max_document_bytes)
+        parser = SitemapParser(response.url, max_bytes=self.limits.max_document_bytes)
+        sent = False
+
+        async def parse(data: bytes) -> None:
+            # In slices, so one batch holds a few thousand entries at most however
+            # well the chunk was compressed.
+            nonlocal sent
+            for start in range(0, len(data), _FEED_BYTES):
+                entries = parser.feed(data[start : start + _FEED_BYTES])
+                if entries:
+                    if not sent:
+                        sent = True
+                        self._count_sitemap(response.url, parser.kind)
+                    await send.send(entries)
+
+        try:
+            # The document's budget bounds a Content-Encoding's inflation too.
+            limit = self.limits.max_document_bytes
+            async with aclosing(response.chunks(limit)) as chunks:
+                async for chunk in chunks:
+                    await parse(inflater.feed(chunk))
+            await parse(inflater.close())
+            tail = parser.close()
+        except BulkError as exc:
+            if not sent:
+                raise  # nothing read: the document failed (refused, too large...)
+            # Over a limit or cut off: what was read counts, and the loss is said.
+            self.result.truncated = True
+            self.warn(url, exc, "; the rest of this sitemap was not read")
+            return
+        if tail:
+            if not sent:
+                sent = True
+                self._count_sitemap(response.url, parser.kind)
+            await send.send(tail)
+        if not sent and parser.kind in ("urlset", "sitemapindex", "rss", "atom"):
+            self._count_sitemap(response.url, parser.kind)
+
+    def _count_sitemap(self, url: str, kind: str) -> None:
+        self.found_sitemap = True
+        if kind in _PAGE_KINDS:
+            self.found_page_list = True
+        self.result.sitemaps.append(url)
+
+
+async def _robots_sitemaps(run: _Run, origin: str) -> list[str] | None:
+    """Sitemap URLs robots.txt lists; ``None`` when the origin could not be reached.
+
+    Once the origin has answered, a robots.txt that cannot be read (too large, a
+    gzip bomb, a corrupt or unsupported encoding, cut off) is an empty one.
+    """
+    robots_url = origin + "/robots.txt"
+    responded = False
+    try:
+        async with run.fetcher.get(robots_url) as response:
+            responded = True
+            run.result.requests = run.fetcher.requests
+            run.visited.add(robots_url)
+            # A robots.txt that redirects to www. (or https) tells where the site lives.
+            run.hosts.add(parse_http_url(response.url).hostname)
+            if not response.ok:
+                return []
+            body = await response.read(_ROBOTS_LIMIT)
+            final = response.url
+    except FetchError as exc:
+        if not responded:
+            return None
+        run.warn(robots_url, exc, "; robots.txt ignored")
+        return []
+    text = body.decode("utf-8", errors="replace")
+    return parse_robots(text, final)
+
+
+def _probe_urls(start: ParsedURL) -> list[str]:
+    urls = [f"{start.origin}/{p}" for p in COMMON_PATHS]
+    base = start.path if start.path.endswith("/") else start.path.rsplit("/", 1)[0] + "/"
+    if base != "/":
+        urls += [f"{start.origin}{base}{p}" for p in COMMON_PATHS]
+    return urls
+
+
+async def discover(
+    site: str,
+    fetcher: Fetcher,
+    send: trio.MemorySendChannel[str],
+    limits: DiscoverLimits | None = None,
+    *,
+    sitemap: bool | None = None,
+) -> Discovery:
+    """Find a site's sitemaps and send its unique page URLs, in document order.
+
+    Args:
+        site: A bare domain (``example.com``), an origin with an optional path, or a
+            sitemap URL (then that sitemap is the whole scope).
+        sitemap: True: ``site`` is a sitemap URL whatever it looks like (the API's
+            ``sitemap_url``); False: it is a site; None: judged by its path.
+        fetcher: Fetches under the egress policy (``_fetch.open_fetcher``).
+        send: Receives each page URL as soon as it is read; closed on return.
+        limits: Bounds; defaults to ``DiscoverLimits()``.
+
+    Returns:
+        What was found (sitemaps read, counts, warnings).
+
+    Raises:
+        InvalidURL: ``site`` is not a usable URL.
+        URLBlocked: The site is refused by the egress policy.
+        FetchError: The site could not be reached at all.
+        NoSitemapFound / NoURLsFound / InvalidSitemap: Nothing to capture, and why.
+    """
+    limits = limits or DiscoverLimits()
+    result = Discovery()
+    async with send:
+        run = _Run(fetcher, limits, send, result)
+        candidates = site_candidates(site)
+        for cand in candidates:
+            fetcher.policy.check_url(cand)  # URL_BLOCKED before any request
+        with trio.move_on_after(limits.total_timeout) as scope:
+            try:
+                await _discover(run, candidates, sitemap)
+            except _Enough:
+                result.truncated = True
+        if scope.cancelled_caught:
+            result.truncated = True
+            result.warnings.append(f"discovery stopped after {limits.total_timeout:g} s")
+            if result.pages == 0:
+                raise FetchError(f"discovery took longer than {limits.total_timeout:g} s")
+    result.requests = fetcher.requests
+    if result.pages == 0:
+        raise run.no_pages_error(site)
+    return result
+
+
+async def _discover(run: _Run, candidates: list[ParsedURL], sitemap: bool | None) -> None:
+    first = candidates[0]
+    run.hosts = {c.hostname for c in candidates}
+    if sitemap or (sitemap is None and is_sitemap_url(first)):
+        # The sitemap is the whole scope; a bare domain tries https, then http.
+        for cand in candidates:
+            run.result.site = cand.origin
+            run.unreachable.clear()
+            run.failures.clear()
+            await run.expand([cand.href], 1)
+            if run.found_sitemap or not run.unreachable:
+                return
+            run.visited.discard(cand.href)
+        raise run.unreachable[-1]
+    sitemaps: list[str] | None = None
+    origin = first
+    for cand in candidates:
+        sitemaps = await _robots_sitemaps(run, cand.origin)
+        if sitemaps is not None:
+            origin = cand
+            break
+    if sitemaps is None:
+        raise FetchError(f"could not reach {first.hostname}")
+    run.result.site = origin.origin
+    if not sitemaps:
+        sitemaps = _probe_urls(origin)
+        run.probes = frozenset(sitemaps)
+        # Probes that miss are expected: only keep their warnings if nothing is found.
+        before = len(run.result.warnings)
+        await run.expand(sitemaps, 1)
+        if run.found_sitemap:
+            del run.result.warnings[before:]
+        return
+    await run.expand(sitemaps, 1)
+
+
+async def discover_all(
+    site: str,
+    fetcher: Fetcher,
+    limits: DiscoverLimits | None = None,
+    *,
+    sitemap: bool | None = None,
+) -> tuple[list[str], Discovery]:
+    """``discover`` collected into a list (for the API)."""
+    urls: list[str] = []
+    found: list[Discovery] = []
+    send, recv = trio.open_memory_channel[str](math.inf)
+
+    async def run() -> None:
+        found.append(await discover(site, fetcher, send, limits, sitemap=sitemap))
+
+    async with open_owned_nursery() as nursery:
+        nursery.start_soon(run)
+        # Collected as it arrives (the channel never holds the whole list), taking
+        # everything buffered at each wake-up: one checkpoint per batch, not per URL.
+        async with recv:
+            while True:
+                try:
+                    urls.append(await recv.receive())
+                except trio.EndOfChannel:
+                    break
+                while True:
+                    try:
+                        urls.append(recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                    except trio.EndOfChannel:
+                        break
+    return urls, found[0]

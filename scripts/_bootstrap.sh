@@ -1,0 +1,80 @@
+# Sourced by scripts/bulk and scripts/test: make .venv and a Chromium ready, once.
+#
+# First run: creates .venv with Python >= 3.11, installs the project (and, for the
+# tests, its test extras), and makes sure a Chromium exists: a Playwright-managed one,
+# else a system one (/usr/bin/chromium, chromium-browser, google-chrome, or
+# BULK_CHROMIUM=/path), else `apt-get install -y chromium` when root with apt, else
+# one clear line saying what to install. Later runs only check a stamp file.
+set -euo pipefail
+
+BULK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BULK_VENV="$BULK_ROOT/.venv"
+BULK_EXTRAS="${BULK_EXTRAS:-}"
+
+_bulk_say() { printf 'bulk: %s\n' "$*" >&2; }
+
+_bulk_python() {
+  local candidate
+  for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+    [ -n "$candidate" ] || continue
+    command -v "$candidate" >/dev/null 2>&1 || continue
+    if "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+_bulk_stamp_value() {
+  # What the venv was built from: change pyproject.toml or the extras and it rebuilds.
+  { cat "$BULK_ROOT/pyproject.toml"; printf '%s' "$BULK_EXTRAS"; } | sha256sum | cut -c1-16
+}
+
+bulk_ensure_venv() {
+  local stamp="$BULK_VENV/.bulk-stamp" want
+  want="$(_bulk_stamp_value)"
+  if [ -x "$BULK_VENV/bin/python" ] && [ -f "$stamp" ] && grep -qx "$want" "$stamp"; then
+    return 0
+  fi
+  local py
+  if ! py="$(_bulk_python)"; then
+    _bulk_say "PYTHON_NOT_FOUND: bulk needs Python >= 3.11 (install python3.11+ and python3-venv, or set PYTHON=/path/to/python3)"
+    exit 1
+  fi
+  _bulk_say "first run: setting up $BULK_VENV with $("$py" --version 2>&1) (takes a minute)..."
+  [ -x "$BULK_VENV/bin/python" ] || "$py" -m venv "$BULK_VENV"
+  "$BULK_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+  local target="$BULK_ROOT"
+  [ -z "$BULK_EXTRAS" ] || target="$BULK_ROOT[$BULK_EXTRAS]"
+  "$BULK_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target" >&2
+  # Extras accumulate: a later plain run must not think the test extras are missing.
+  { grep -v '^$' "$stamp" 2>/dev/null || true; echo "$want"; } > "$stamp.new" && mv "$stamp.new" "$stamp"
+  if [ -n "$BULK_EXTRAS" ]; then
+    local plain
+    plain="$(BULK_EXTRAS='' _bulk_stamp_value)"
+    grep -qx "$plain" "$stamp" || echo "$plain" >> "$stamp"
+  fi
+}
+
+bulk_ensure_chromium() {
+  if "$BULK_VENV/bin/python" -m bulk._config >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ -n "${BULK_CHROMIUM:-}" ]; then
+    "$BULK_VENV/bin/python" -m bulk._config >/dev/null  # prints why BULK_CHROMIUM is unusable
+    exit 1
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    _bulk_say "no Chromium found: installing Debian's chromium with apt-get (one time)..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || true
+    if apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-dejavu-core >&2; then
+      "$BULK_VENV/bin/python" -m bulk._config >/dev/null && return 0
+    fi
+    _bulk_say "CHROMIUM_NOT_FOUND: 'apt-get install -y chromium' failed; install Chromium yourself or set BULK_CHROMIUM=/path/to/chromium"
+    exit 1
+  fi
+  _bulk_say "CHROMIUM_NOT_FOUND: install Chromium ('sudo apt-get install -y chromium', or 'playwright install chromium'), or set BULK_CHROMIUM=/path/to/chromium"
+  exit 1
+}
