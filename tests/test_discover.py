@@ -1,0 +1,229 @@
+"""Discovery through the real CLI against the sitemap corpus served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+import trio
+
+from bulk._discover import DiscoverLimits, discover, discover_all, is_sitemap_url
+from bulk._exceptions import FetchError, NoSitemapFound, URLBlocked
+from bulk._fetch import FetchLimits, open_fetcher
+from bulk._policy import EgressPolicy
+from bulk._urls import parse_http_url
+from tests.conftest import run_cli
+from tests.sitekit import FIXTURES, Route, SiteServer, load_case, routes_from_case
+
+CASES = sorted(p for p in (FIXTURES / "sitemaps").iterdir() if (p / "case.json").exists())
+LOOPBACK = EgressPolicy(allow=("127.0.0.1/32",))
+
+
+@pytest.mark.parametrize("case_dir", CASES, ids=[p.name for p in CASES])
+def test_corpus_case_through_cli(case_dir: Path) -> None:
+    case = load_case(case_dir)
+    with SiteServer(case_dir, routes_from_case(case)) as server:
+        # Only the listed routes exist: a probe of an unlisted path must not find a file.
+        server.directory = None
+        server.routes = routes_from_case(case)
+        server.directory = case_dir
+        _strict(server, case)
+        result = run_cli(
+            "discover",
+            server.url(case["start"]),
+            "--json",
+            "--allow",
+            "127.0.0.1/32",
+            *case.get("args", []),
+        )
+        expect = case["expect"]
+        if "urls" in expect:
+            assert result.code == 0, result.stderr
+            want = [u.replace("{origin}", server.origin) for u in expect["urls"]]
+            assert json.loads(result.stdout) == want
+        else:
+            assert result.code == 1, (result.stdout, result.stderr)
+            assert result.stderr.startswith(expect["error"] + ":"), result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+            assert result.stdout == ""
+
+
+def _strict(server: SiteServer, case: dict) -> None:
+    # Serve routes only, never stray files of the case directory.
+    server._file_route = lambda path: None  # type: ignore[method-assign]
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(CASES) >= 40
+
+
+def test_discover_lines_output_streams_in_order(basic_site: SiteServer) -> None:
+    result = run_cli("discover", basic_site.origin, "--allow-private")
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        basic_site.url(p) for p in ("/", "/about/", "/blog/", "/blog/my-post")
+    ]
+
+
+def test_discover_invalid_site_is_usage_error() -> None:
+    result = run_cli("discover", "ftp://example.com/")
+    assert result.code == 2
+    assert result.stderr.startswith("INVALID_URL:")
+
+
+def test_discover_private_site_blocked_without_allow(basic_site: SiteServer) -> None:
+    result = run_cli("discover", basic_site.origin)
+    assert result.code == 1
+    assert result.stderr.startswith("URL_BLOCKED:")
+    assert basic_site.requests == []
+
+
+def test_bare_domain_tries_https_then_http(basic_site: SiteServer) -> None:
+    # "127.0.0.1:PORT" has no scheme: https fails (plain HTTP server), http works.
+    result = run_cli("discover", f"127.0.0.1:{basic_site.port}", "--allow-private", "--json")
+    assert result.code == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 4
+
+
+def test_is_sitemap_url() -> None:
+    for url, want in [
+        ("http://x.com/", False),
+        ("http://x.com/blog/", False),
+        ("http://x.com/sitemap.xml", True),
+        ("http://x.com/sitemap_index.xml.gz", True),
+        ("http://x.com/feed.rss", True),
+        ("http://x.com/page-sitemap", True),
+        ("http://x.com/about", False),
+    ]:
+        assert is_sitemap_url(parse_http_url(url)) is want, url
+
+
+def _big_urlset(origin: str, n: int, prefix: str = "p") -> bytes:
+    head = b'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+    body = b"".join(f"<url><loc>{origin}/{prefix}{i}</loc></url>".encode() for i in range(n))
+    return head + body + b"</urlset>"
+
+
+async def test_max_pages_stops_reading_early() -> None:
+    # A 200,000-URL sitemap: with max_pages 10 discovery stops long before the end.
+    server = SiteServer(routes={})
+    server.routes["/sitemap.xml"] = Route(
+        body=_big_urlset(server.origin, 200_000), content_type="application/xml"
+    )
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            with trio.fail_after(10):
+                urls, result = await discover_all(
+                    server.url("/sitemap.xml"), fetcher, DiscoverLimits(max_pages=10)
+                )
+    assert urls == [f"{server.origin}/p{i}" for i in range(10)]
+    assert result.truncated
+
+
+async def test_first_urls_arrive_before_discovery_ends() -> None:
+    # Streaming: an index whose second child is slow; the first child's URLs are
+    # delivered while the second is still being fetched.
+    server = SiteServer(routes={})
+    o = server.origin
+    server.routes["/robots.txt"] = Route(body=f"Sitemap: {o}/index.xml\n")
+    server.routes["/index.xml"] = Route(
+        body=f"<sitemapindex><sitemap><loc>{o}/a.xml</loc></sitemap>"
+        f"<sitemap><loc>{o}/b.xml</loc></sitemap></sitemapindex>"
+    )
+    server.routes["/a.xml"] = Route(body=_big_urlset(o, 3, "a"))
+    server.routes["/b.xml"] = Route(body=_big_urlset(o, 3, "b"), delay=2.0)
+    got: list[tuple[float, str]] = []
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            send, recv = trio.open_memory_channel[str](math.inf)
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(discover, o, fetcher, send, DiscoverLimits())
+                async with recv:
+                    async for url in recv:
+                        got.append((trio.current_time() - start, url))
+    assert [u for _, u in got] == [f"{o}/a{i}" for i in range(3)] + [f"{o}/b{i}" for i in range(3)]
+    assert got[0][0] < 1.0 < got[-1][0]
+
+
+async def test_index_fan_out_and_sitemap_cap() -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    children = "".join(f"<sitemap><loc>{o}/c{i}.xml</loc></sitemap>" for i in range(1000))
+    server.routes["/sitemap.xml"] = Route(body=f"<sitemapindex>{children}</sitemapindex>")
+    for i in range(1000):
+        server.routes[f"/c{i}.xml"] = Route(body=_big_urlset(o, 1, f"c{i}-"))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            with trio.fail_after(60):
+                urls, result = await discover_all(
+                    f"{o}/sitemap.xml", fetcher, DiscoverLimits(max_pages=10_000, max_sitemaps=50)
+                )
+    assert len(urls) == 49  # the index itself is one of the 50 documents
+    assert result.truncated
+    assert any("50 sitemaps" in w for w in result.warnings)
+
+
+async def test_gzip_bomb_is_cut_at_the_budget() -> None:
+    # 64 MiB of zeros gzip to ~64 KB; the document budget stops it, nothing is kept.
+    bomb = gzip.compress(b"<urlset>" + b"\0" * (64 * 2**20), compresslevel=9)
+    server = SiteServer(routes={})
+    server.routes["/sitemap.xml.gz"] = Route(body=bomb, content_type="application/gzip")
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            with pytest.raises(Exception) as info:
+                await discover_all(
+                    server.url("/sitemap.xml.gz"),
+                    fetcher,
+                    DiscoverLimits(max_document_bytes=4 * 2**20),
+                )
+    assert getattr(info.value, "code", "") in ("NO_SITEMAP_FOUND", "INVALID_SITEMAP")
+
+
+async def test_retry_after_honoured_once() -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    calls = {"n": 0}
+
+    def flaky(h):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            SiteServer._send(h, 503, b"busy", "text/plain", {"Retry-After": "1"})
+        else:
+            body = _big_urlset(o, 2)
+            SiteServer._send(h, 200, body, "application/xml", {})
+
+    server.routes["/sitemap.xml"] = Route(handler=flaky)
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            start = trio.current_time()
+            urls, _ = await discover_all(f"{o}/sitemap.xml", fetcher)
+    assert urls == [f"{o}/p0", f"{o}/p1"]
+    assert calls["n"] == 2
+    assert trio.current_time() - start >= 0.9
+
+
+async def test_unreachable_site_is_a_fetch_error() -> None:
+    async with open_fetcher(LOOPBACK, FetchLimits(connect_timeout=2, retries=0)) as fetcher:
+        with pytest.raises(FetchError):
+            await discover_all("http://127.0.0.1:1/", fetcher)
+
+
+async def test_site_blocked_before_any_request(canary: SiteServer) -> None:
+    async with open_fetcher(LOOPBACK) as fetcher:
+        with pytest.raises(URLBlocked):
+            await discover_all(canary.origin, fetcher)
+    assert canary.requests == []
+
+
+async def test_no_sitemap_anywhere(basic_site: SiteServer) -> None:
+    empty = SiteServer(routes={})
+    with empty:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            with pytest.raises(NoSitemapFound):
+                await discover_all(empty.origin, fetcher)
+    probed = {r.path for r in empty.requests}
+    assert {"/robots.txt", "/sitemap.xml", "/sitemap_index.xml", "/wp-sitemap.xml"} <= probed
