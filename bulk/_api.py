@@ -50,8 +50,8 @@ from ._exceptions import (
     ValidationError,
 )
 from ._fetch import Fetcher
-from ._jobs import JobRunner
-from ._ledger import Account, JobRow, Ledger, NewJob, UrlResult, iso
+from ._jobs import JobRunner, failed_result, ok_result
+from ._ledger import Account, JobRow, Ledger, NewJob, iso
 from ._options import OPTION_SPECS, CaptureOptions
 from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
@@ -638,15 +638,7 @@ async def _shoot(
     except (CaptureError, URLBlocked) as exc:
         http_status = getattr(exc, "http_status", None)
         with trio.CancelScope(shield=True):
-            await ledger.finish(
-                claim,
-                UrlResult(
-                    ok=False,
-                    error_code=exc.code,
-                    error_message=exc.message,
-                    http_status=http_status,
-                ),
-            )
+            await ledger.finish(claim, failed_result(exc))
             await ledger.fail_job(job.id, exc.code, exc.message)
         if isinstance(exc, URLBlocked):
             raise
@@ -660,19 +652,7 @@ async def _shoot(
         raise
     digest = hashlib.sha256(shot.data).hexdigest()
     with trio.CancelScope(shield=True):
-        await ledger.finish(
-            claim,
-            UrlResult(
-                ok=True,
-                http_status=shot.http_status,
-                final_url=shot.final_url,
-                width=shot.width,
-                height=shot.height,
-                bytes=len(shot.data),
-                sha256=digest,
-                file="-",
-            ),
-        )
+        await ledger.finish(claim, ok_result(shot, digest, "-"))
         await ledger.set_status(job.id, "completed")
     balance = (await ledger.account(account.id)).balance
     return shot, balance

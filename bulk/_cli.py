@@ -71,6 +71,17 @@ def _fail(exc: BulkError) -> NoReturn:
     raise _Exit(EXIT_USAGE if exc.code in _USAGE_CODES else EXIT_ERROR)
 
 
+def _run_or_exit(fn: Callable[[], Awaitable[T]]) -> T:
+    """``_run``, with a signal or a BulkError ending the command (one line, exit code)."""
+    try:
+        return _run(fn)
+    except Interrupted as exc:
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        raise _Exit(EXIT_INTERRUPTED) from None
+    except BulkError as exc:
+        _fail(exc)
+
+
 def _settings() -> Settings:
     try:
         return Settings.from_env()
@@ -430,13 +441,7 @@ def discover_cmd(
                             sys.stdout.write("\n".join(batch))
         return urls
 
-    try:
-        urls = _run(go)
-    except Interrupted as exc:
-        click.echo(f"{exc.code}: {exc.message}", err=True)
-        raise _Exit(EXIT_INTERRUPTED) from None
-    except BulkError as exc:
-        _fail(exc)
+    urls = _run_or_exit(go)
     if as_json:
         click.echo(json.dumps(urls, ensure_ascii=False))
 
@@ -472,13 +477,7 @@ def shot(url: str, out: Path, allow_private: bool, allow: tuple[str, ...], **val
         os.replace(tmp, out)
         return shot
 
-    try:
-        shot = _run(go)
-    except Interrupted as exc:
-        click.echo(f"{exc.code}: {exc.message}", err=True)
-        raise _Exit(EXIT_INTERRUPTED) from None
-    except BulkError as exc:
-        _fail(exc)
+    shot = _run_or_exit(go)
     click.echo(
         json.dumps(
             {
@@ -615,13 +614,7 @@ def _ledger_call(db: Path, fn: Callable[[Ledger], Awaitable[T]]) -> T:
         async with Ledger.open(db) as ledger:
             return await fn(ledger)
 
-    try:
-        return _run(go)
-    except Interrupted as exc:
-        click.echo(f"{exc.code}: {exc.message}", err=True)
-        raise _Exit(EXIT_INTERRUPTED) from None
-    except BulkError as exc:
-        _fail(exc)
+    return _run_or_exit(go)
 
 
 @admin.command(name="create-key")

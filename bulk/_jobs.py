@@ -30,7 +30,7 @@ import trio
 from ._archive import ArchiveInfo, PageRecord, build_zip, make_thumbnail, write_zip
 from ._browser import BrowserPool, CaptureSession, Screenshot
 from ._discover import DiscoverLimits, Discovery, discover
-from ._exceptions import BulkError, CaptureError, ResumeMismatch
+from ._exceptions import BulkError, ResumeMismatch
 from ._fetch import Fetcher
 from ._ledger import Claim, JobRow, Ledger, NewJob, UrlResult, UrlRow
 from ._options import CaptureOptions
@@ -82,6 +82,31 @@ class Progress:
     error_code: str | None
     total: int
     error_message: str | None = None
+
+
+def ok_result(shot: Screenshot, sha256: str, file: str) -> UrlResult:
+    """The ledger's record of a capture that worked (``file``: where its image is)."""
+    return UrlResult(
+        ok=True,
+        http_status=shot.http_status,
+        final_url=shot.final_url,
+        width=shot.width,
+        height=shot.height,
+        bytes=len(shot.data),
+        sha256=sha256,
+        file=file,
+    )
+
+
+def failed_result(exc: BulkError) -> UrlResult:
+    """The ledger's record of a capture that failed with ``exc``."""
+    return UrlResult(
+        ok=False,
+        error_code=exc.code,
+        error_message=exc.message,
+        http_status=getattr(exc, "http_status", None),
+        final_url=getattr(exc, "final_url", None),
+    )
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
@@ -287,16 +312,8 @@ class JobRunner:
         try:
             self.policy.check_url(claim.url)
             shot: Screenshot = await session.capture(claim.url)
-        except CaptureError as exc:
-            return UrlResult(
-                ok=False,
-                error_code=exc.code,
-                error_message=exc.message,
-                http_status=exc.http_status,
-                final_url=exc.final_url,
-            )
         except BulkError as exc:
-            return UrlResult(ok=False, error_code=exc.code, error_message=exc.message)
+            return failed_result(exc)
         ext = session.options.extension
         # Named by the lease, unique per claim: a stale worker can never overwrite the
         # file a settled row points to.
@@ -308,16 +325,7 @@ class JobRunner:
                 await trio.to_thread.run_sync(make_thumbnail, folder / "img" / name, thumb)
             except ValueError:
                 log.warning("no thumbnail for %s", claim.url)
-        return UrlResult(
-            ok=True,
-            http_status=shot.http_status,
-            final_url=shot.final_url,
-            width=shot.width,
-            height=shot.height,
-            bytes=len(shot.data),
-            sha256=digest,
-            file=f"img/{name}",
-        )
+        return ok_result(shot, digest, f"img/{name}")
 
     # ---- packaging ---------------------------------------------------------------
 
