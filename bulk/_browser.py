@@ -39,11 +39,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import functools
 import io
 import math
 import os
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
@@ -140,6 +142,31 @@ _CHROMIUM_ARGS: Final = (
     # A page that eats memory kills its own renderer, not the machine.
     "--js-flags=--max-old-space-size=512",
 )
+
+
+_PR_CAPBSET_READ: Final = 23
+_PR_CAPBSET_DROP: Final = 24
+_CAP_SYS_NICE: Final = 23
+
+
+def _no_priority_boost() -> None:
+    """Keep Chromium from raising its threads above bulk's own (call on the thread
+    that starts Playwright).
+
+    Run as root, Chromium puts its compositor and IO threads at nice -8; with the CPU
+    full they then starve bulk's threads (the service's status answers waited up to
+    seconds). Dropping CAP_SYS_NICE from this thread's bounding set means the
+    processes it starts from now on (Playwright's driver, and Chromium under it) can
+    no longer raise a priority. Other threads keep theirs; a no-op when not root.
+    """
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_CAPBSET_READ, _CAP_SYS_NICE, 0, 0, 0) == 1:
+            libc.prctl(_PR_CAPBSET_DROP, _CAP_SYS_NICE, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl here: nothing to drop
+        pass
 
 
 def default_concurrency() -> int:
@@ -580,6 +607,7 @@ class _Engine:
     # -- browser lifetime ----------------------------------------------------------------
 
     async def start(self) -> None:
+        _no_priority_boost()
         self.playwright = await async_playwright().start()
         await self.launch()
 

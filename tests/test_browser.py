@@ -829,6 +829,39 @@ async def test_concurrency_is_bounded_and_pages_recycled(chromium: str, site: Si
         assert pool.pages_opened - before == 3  # 3 + 3 + 1 captures
 
 
+def _thread_nice_values(pids: set[int]) -> dict[str, int]:
+    """The lowest nice value of each thread name in ``pids`` (Linux /proc)."""
+    lowest: dict[str, int] = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.find("(") + 1 : stat.rfind(")")]
+            nice = int(stat[stat.rfind(")") + 2 :].split()[16])
+            lowest[name] = min(nice, lowest.get(name, nice))
+    return lowest
+
+
+async def test_chromium_never_outranks_bulk(chromium: str, site: SiteServer) -> None:
+    # Run as root, Chromium would put its compositor and IO threads at nice -8 and
+    # starve the service's own threads when the CPU is full.
+    site.routes["/anim"] = Route(
+        body="<div id=d>x</div><script>setInterval(() => d.textContent += 'x', 10)</script>"
+    )
+    async with open_pool(chromium, concurrency=2) as pool:
+        async with pool.session(CaptureOptions()) as session:
+            await gather(*[(lambda: session.capture(site.url("/anim"))) for _ in range(2)])
+            nice = _thread_nice_values(chromium_pids_of(os.getpid()))
+    assert nice, "no Chromium threads found"
+    assert {name: n for name, n in nice.items() if n < 0} == {}
+
+
 @pytest.mark.slow
 async def test_killed_chromium_is_relaunched_and_urls_retried(
     chromium: str, site: SiteServer
