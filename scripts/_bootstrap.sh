@@ -47,7 +47,8 @@ bulk_ensure_venv() {
   "$BULK_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
   local target="$BULK_ROOT"
   [ -z "$BULK_EXTRAS" ] || target="$BULK_ROOT[$BULK_EXTRAS]"
-  "$BULK_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target" >&2
+  # PYTHONWARNINGS: setuptools' notes about editable installs are not for our users.
+  PYTHONWARNINGS=ignore "$BULK_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target" >&2
   # Extras accumulate: a later plain run must not think the test extras are missing.
   { grep -v '^$' "$stamp" 2>/dev/null || true; echo "$want"; } > "$stamp.new" && mv "$stamp.new" "$stamp"
   if [ -n "$BULK_EXTRAS" ]; then
