@@ -11,13 +11,14 @@ an index of 20 children costs about one round trip per 4 children, yet the outpu
 keeps the sitemaps' own order. Each document streams into its own small channel, so
 memory stays bounded and reading stops as soon as ``max_pages`` URLs are in hand.
 
-Entries cross that channel in batches (what at most ``_FEED_BYTES`` of inflated text
-completed, so a well-compressed chunk cannot make one batch huge), and page URLs go
-out with ``send_nowait`` while the receiver keeps up: a trio checkpoint costs ~10 µs
-(a scheduler pass and an epoll call), several times the parse of one URL, so one per
-URL would make a sitemap of 50,000 URLs take seconds instead of a fraction. A full
-channel still blocks (``send``), so a slow receiver holds discovery back and the
-entries in flight stay bounded: ``lookahead`` x (``_CHANNEL_BATCHES`` + 1) batches.
+Entries cross that channel in batches (what one network chunk completed, split at
+``_BATCH_ENTRIES``, so a well-compressed chunk cannot make one batch huge), and page
+URLs go out with ``send_nowait`` while the receiver keeps up: a trio checkpoint costs
+~10 µs (a scheduler pass and an epoll call), several times the parse of one URL, so
+one per URL would make a sitemap of 50,000 URLs take seconds instead of a fraction.
+A full channel still blocks (``send``), so a slow receiver holds discovery back, and
+at most ``lookahead`` x (``_CHANNEL_BATCHES`` + 1) batches per index level being read
+are in flight.
 
 When nothing is found, the error says why, most informative first: a sitemap that
 lists no usable page (NO_URLS_FOUND), a sitemap refused as hostile (INVALID_SITEMAP),
@@ -31,7 +32,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from contextlib import aclosing
-from typing import Final, final
+from typing import Final, TypeVar, final
 
 import attrs
 import trio
@@ -62,8 +63,11 @@ _SITEMAP_SUFFIXES: Final = (".xml", ".xml.gz", ".gz", ".txt", ".rss", ".atom")
 _ROBOTS_LIMIT: Final = 512 * 1024
 # Batches of entries a document may read ahead of its turn.
 _CHANNEL_BATCHES: Final = 4
-# Inflated bytes parsed per batch: at most a few thousand entries each.
+# Compressed bytes inflated at a time, inflated bytes parsed at a time, and entries
+# per batch (about): what one document holds in memory besides its channel.
+_INFLATE_SLICE: Final = 16 * 1024
 _FEED_BYTES: Final = 256 * 1024
+_BATCH_ENTRIES: Final = 4096
 # Parsed formats that list pages (an index lists only sitemaps).
 _PAGE_KINDS: Final = frozenset({"urlset", "rss", "atom", "text"})
 
@@ -120,6 +124,16 @@ def is_sitemap_url(url: ParsedURL) -> bool:
     """Whether a SITE argument names a sitemap document rather than a site."""
     leaf = url.path.rsplit("/", 1)[-1].lower()
     return bool(leaf) and ("sitemap" in leaf or leaf.endswith(_SITEMAP_SUFFIXES))
+
+
+_E = TypeVar("_E", bound=BulkError)
+
+
+def _naming(url: str, exc: _E) -> _E:
+    """``exc`` with the document's URL in its message (the one line a user sees)."""
+    if url in exc.message:
+        return exc
+    return type(exc)(f"{url}: {exc.message}", details=exc.details)
 
 
 class _Enough(Exception):
@@ -252,7 +266,7 @@ class _Run:
                     await self._read_response(url, response, send)
             except InvalidSitemap as exc:
                 self.result.refused += 1
-                self.refusals.append(exc)
+                self.refusals.append(_naming(url, exc))
                 self.warn(url, exc)
             except InvalidURL as exc:
                 # A malformed entry of the site's own: never the user's usage error.
@@ -260,7 +274,7 @@ class _Run:
             except BulkError as exc:  # FetchError (ResponseTooLarge...), URLBlocked
                 self.warn(url, exc)
                 if url not in self.probes:
-                    self.failures.append(exc)
+                    self.failures.append(_naming(url, exc))
                 if not responded and isinstance(exc, FetchError):
                     self.unreachable.append(exc)
 
@@ -275,42 +289,49 @@ class _Run:
             # The body of an error response is never parsed.
             self.result.warnings.append(f"{url}: HTTP {response.status}")
             return
-        inflater = Inflater(max_output=self.limits.max_document_bytes)
-        parser = SitemapParser(response.url, max_bytes=self.limits.max_document_bytes)
+        limit = self.limits.max_document_bytes
+        inflater = Inflater(max_output=limit)
+        parser = SitemapParser(response.url, max_bytes=limit)
+        batch: list[Entry] = []
         sent = False
 
+        async def flush() -> None:
+            nonlocal batch, sent
+            if batch:
+                if not sent:
+                    sent = True
+                    self._count_sitemap(response.url, parser.kind)
+                await send.send(batch)
+                batch = []
+
         async def parse(data: bytes) -> None:
-            # In slices, so one batch holds a few thousand entries at most however
-            # well the chunk was compressed.
-            nonlocal sent
+            # In slices: one parse call completes a few thousand entries at most,
+            # however well the document was compressed.
             for start in range(0, len(data), _FEED_BYTES):
-                entries = parser.feed(data[start : start + _FEED_BYTES])
-                if entries:
-                    if not sent:
-                        sent = True
-                        self._count_sitemap(response.url, parser.kind)
-                    await send.send(entries)
+                batch.extend(parser.feed(data[start : start + _FEED_BYTES]))
+                if len(batch) >= _BATCH_ENTRIES:
+                    await flush()
 
         try:
             # The document's budget bounds a Content-Encoding's inflation too.
-            limit = self.limits.max_document_bytes
             async with aclosing(response.chunks(limit)) as chunks:
                 async for chunk in chunks:
-                    await parse(inflater.feed(chunk))
+                    # A gzip file is inflated a slice at a time: a bomb's chunk makes
+                    # at most ~1,000 times the slice (deflate's limit), not the budget.
+                    for start in range(0, len(chunk), _INFLATE_SLICE):
+                        await parse(inflater.feed(chunk[start : start + _INFLATE_SLICE]))
+                    await flush()  # what this chunk completed goes on at once
             await parse(inflater.close())
-            tail = parser.close()
+            batch.extend(parser.close())
+            await flush()
         except BulkError as exc:
+            await flush()  # entries read before the error are whole: they count
             if not sent:
                 raise  # nothing read: the document failed (refused, too large...)
             # Over a limit or cut off: what was read counts, and the loss is said.
             self.result.truncated = True
             self.warn(url, exc, "; the rest of this sitemap was not read")
             return
-        if tail:
-            if not sent:
-                sent = True
-                self._count_sitemap(response.url, parser.kind)
-            await send.send(tail)
         if not sent and parser.kind in ("urlset", "sitemapindex", "rss", "atom"):
             self._count_sitemap(response.url, parser.kind)
 
@@ -381,9 +402,13 @@ async def discover(
 
     Raises:
         InvalidURL: ``site`` is not a usable URL.
-        URLBlocked: The site is refused by the egress policy.
-        FetchError: The site could not be reached at all.
-        NoSitemapFound / NoURLsFound / InvalidSitemap: Nothing to capture, and why.
+        URLBlocked: The site is refused by the egress policy (or, when no page is
+            found, a sitemap asked for by name redirects where it may not go).
+        FetchError: The site could not be reached at all, or no page was found and a
+            sitemap asked for by name could not be read (``ResponseTooLarge`` for
+            one over its byte budget).
+        NoURLsFound / InvalidSitemap / NoSitemapFound: Nothing to capture, and why
+            (the module doc gives the order).
     """
     limits = limits or DiscoverLimits()
     result = Discovery()

@@ -29,6 +29,8 @@ __all__ = ["FetchLimits", "Fetcher", "Response", "open_fetcher"]
 USER_AGENT: Final = "bulk/0.1 (sitemap archiver; +https://github.com/bulk-archiver)"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE: Final = frozenset({429, 502, 503, 504})
+# Compressed bytes inflated at a time (so at most ~16 MiB come out of one call).
+_INFLATE_SLICE: Final = 16 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -92,10 +94,14 @@ class Response:
                 raw_total += len(chunk)
                 if raw_total > limits.max_raw_bytes:
                     raise ResponseTooLarge(f"response body over {limits.max_raw_bytes} bytes")
-                out = decoder.feed(chunk, max_decoded - decoded_total)
-                decoded_total += len(out)
-                if out:
-                    yield out
+                # Compressed bytes are inflated a slice at a time: a bomb's chunk
+                # makes at most ~1,000 times the slice (deflate's limit), not the budget.
+                step = decoder.step or len(chunk) or 1
+                for start in range(0, len(chunk), step):
+                    out = decoder.feed(chunk[start : start + step], max_decoded - decoded_total)
+                    decoded_total += len(out)
+                    if out:
+                        yield out
             tail = decoder.flush(max_decoded - decoded_total)
             if tail:
                 yield tail
@@ -119,6 +125,8 @@ class Response:
 
 
 class _Identity:
+    step: Final = 0  # whole chunks
+
     def feed(self, data: bytes, budget: int) -> bytes:
         if len(data) > budget:
             raise ResponseTooLarge("decoded response over its byte budget")
@@ -130,6 +138,8 @@ class _Identity:
 
 class _Inflate:
     """gzip/deflate against a budget: never inflates more than budget + 1 chunk."""
+
+    step: Final = _INFLATE_SLICE
 
     def __init__(self, wbits: int) -> None:
         self._z = zlib.decompressobj(wbits)

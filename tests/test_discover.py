@@ -11,7 +11,13 @@ import pytest
 import trio
 
 from bulk._discover import DiscoverLimits, discover, discover_all, is_sitemap_url
-from bulk._exceptions import FetchError, NoSitemapFound, URLBlocked
+from bulk._exceptions import (
+    BulkError,
+    FetchError,
+    NoSitemapFound,
+    ResponseTooLarge,
+    URLBlocked,
+)
 from bulk._fetch import FetchLimits, open_fetcher
 from bulk._policy import EgressPolicy
 from bulk._urls import parse_http_url
@@ -168,7 +174,8 @@ async def test_index_fan_out_and_sitemap_cap() -> None:
 
 
 async def test_gzip_bomb_is_cut_at_the_budget() -> None:
-    # 64 MiB of zeros gzip to ~64 KB; the document budget stops it, nothing is kept.
+    # 64 MiB of zeros gzip to ~64 KB; the document budget stops it, nothing is kept,
+    # and the sitemap asked for by name fails with its own error.
     bomb = gzip.compress(b"<urlset>" + b"\0" * (64 * 2**20), compresslevel=9)
     server = SiteServer(routes={})
     server.routes["/sitemap.xml.gz"] = Route(body=bomb, content_type="application/gzip")
@@ -180,7 +187,7 @@ async def test_gzip_bomb_is_cut_at_the_budget() -> None:
                     fetcher,
                     DiscoverLimits(max_document_bytes=4 * 2**20),
                 )
-    assert getattr(info.value, "code", "") in ("NO_SITEMAP_FOUND", "INVALID_SITEMAP")
+    assert isinstance(info.value, ResponseTooLarge)
 
 
 async def test_retry_after_honoured_once() -> None:
@@ -227,3 +234,152 @@ async def test_no_sitemap_anywhere(basic_site: SiteServer) -> None:
                 await discover_all(empty.origin, fetcher)
     probed = {r.path for r in empty.requests}
     assert {"/robots.txt", "/sitemap.xml", "/sitemap_index.xml", "/wp-sitemap.xml"} <= probed
+
+
+async def test_document_over_its_budget_keeps_what_was_read_and_says_so() -> None:
+    # Cut at the byte budget: the URLs before the cut are all sent, in order, and the
+    # loss is reported (never silent).
+    server = SiteServer(routes={})
+    server.routes["/sitemap.xml"] = Route(body=_big_urlset(server.origin, 100_000))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(
+                server.url("/sitemap.xml"),
+                fetcher,
+                DiscoverLimits(max_pages=1_000_000, max_document_bytes=2**20),
+            )
+    assert 10_000 < len(urls) < 100_000
+    assert urls == [f"{server.origin}/p{i}" for i in range(len(urls))]
+    assert result.truncated
+    assert any("RESPONSE_TOO_LARGE" in w and "not read" in w for w in result.warnings)
+
+
+async def test_slow_receiver_gets_every_url_in_order() -> None:
+    # An unbuffered output channel: every send blocks until the receiver takes it (the
+    # WouldBlock path), across an index of compressed children read ahead.
+    server = SiteServer(routes={})
+    o = server.origin
+    children = "".join(f"<sitemap><loc>{o}/c{i}.xml.gz</loc></sitemap>" for i in range(5))
+    server.routes["/index.xml"] = Route(body=f"<sitemapindex>{children}</sitemapindex>")
+    for i in range(5):
+        server.routes[f"/c{i}.xml.gz"] = Route(
+            body=gzip.compress(_big_urlset(o, 20_000, f"c{i}-")), content_type="application/gzip"
+        )
+    got: list[str] = []
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            send, recv = trio.open_memory_channel[str](0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    discover, f"{o}/index.xml", fetcher, send, DiscoverLimits(max_pages=10**6)
+                )
+                async with recv:
+                    async for url in recv:
+                        got.append(url)
+                        if len(got) % 5000 == 0:
+                            await trio.sleep(0.01)
+    assert got == [f"{o}/c{i}-{n}" for i in range(5) for n in range(20_000)]
+
+
+async def test_max_pages_cancels_documents_read_ahead() -> None:
+    # max_pages reached in the first child: the slow children fetched ahead are
+    # cancelled, not waited for.
+    server = SiteServer(routes={})
+    o = server.origin
+    children = "".join(f"<sitemap><loc>{o}/c{i}.xml</loc></sitemap>" for i in range(4))
+    server.routes["/index.xml"] = Route(body=f"<sitemapindex>{children}</sitemapindex>")
+    server.routes["/c0.xml"] = Route(body=_big_urlset(o, 50, "a"))
+    for i in range(1, 4):
+        server.routes[f"/c{i}.xml"] = Route(body=_big_urlset(o, 5, f"s{i}-"), delay=20)
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            with trio.fail_after(5):
+                urls, result = await discover_all(
+                    f"{o}/index.xml", fetcher, DiscoverLimits(max_pages=10)
+                )
+    assert urls == [f"{o}/a{i}" for i in range(10)]
+    assert result.truncated
+
+
+async def test_unreadable_robots_txt_is_an_empty_one() -> None:
+    # The host answered: a robots.txt over its limit is ignored and the common paths
+    # are probed (it does not mean the site cannot be reached).
+    server = SiteServer(routes={})
+    o = server.origin
+    server.routes["/robots.txt"] = Route(
+        body=f"Sitemap: {o}/listed.xml\n" + "# padding\n" * 100_000
+    )
+    server.routes["/sitemap.xml"] = Route(body=_big_urlset(o, 2))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(o, fetcher)
+    assert urls == [f"{o}/p0", f"{o}/p1"]
+    assert "/listed.xml" not in {r.path for r in server.requests}
+    assert any("robots.txt ignored" in w for w in result.warnings)
+
+
+_DOCTYPE = '<?xml version="1.0"?><!DOCTYPE u [<!ENTITY x "y">]><urlset></urlset>'
+_STACKED = Route(
+    body=gzip.compress(gzip.compress(b"<urlset/>")), headers={"Content-Encoding": "gzip, gzip"}
+)
+_BOMB = Route(body=gzip.compress(b"\0" * (2 * 2**20)), content_type="application/gzip")
+_DEEP = {
+    f"/d{i}.xml": f"<sitemapindex><sitemap><loc>{{origin}}/d{i + 1}.xml</loc></sitemap>"
+    "</sitemapindex>"
+    for i in range(8)
+}
+
+
+@pytest.mark.parametrize(
+    ("routes", "code"),
+    [
+        # Only guesses, which miss (404, HTML): nothing was found.
+        ({"/sitemap.xml": "<html><body>hi</body></html>"}, "NO_SITEMAP_FOUND"),
+        # A sitemap read fine, with no usable page, is the answer whatever else failed.
+        (
+            {
+                "/robots.txt": "Sitemap: {origin}/a.xml\nSitemap: {origin}/b.xml\n",
+                "/a.xml": "<urlset><url><loc>ftp://x/</loc></url></urlset>",
+                "/b.xml": _STACKED,
+            },
+            "NO_URLS_FOUND",
+        ),
+        # A hostile sitemap, found by probing.
+        ({"/sitemap.xml": _DOCTYPE}, "INVALID_SITEMAP"),
+        # A sitemap robots.txt names fails: its own error, not "no sitemap".
+        ({"/robots.txt": "Sitemap: {origin}/a.xml\n", "/a.xml": _STACKED}, "FETCH_ERROR"),
+        # An index whose only child is a bomb: the child's error says more.
+        (
+            {
+                "/sitemap.xml": "<sitemapindex><sitemap><loc>{origin}/c.xml.gz</loc></sitemap>"
+                "</sitemapindex>",
+                "/c.xml.gz": _BOMB,
+            },
+            "RESPONSE_TOO_LARGE",
+        ),
+        # Indexes nested deeper than max_depth: all read fine, no page anywhere.
+        ({"/robots.txt": "Sitemap: {origin}/d0.xml\n", **_DEEP}, "NO_URLS_FOUND"),
+    ],
+    ids=[
+        "probes-miss",
+        "empty-beats-failed",
+        "refused",
+        "robots-listed-fails",
+        "index-child-bomb",
+        "too-deep",
+    ],
+)
+async def test_no_pages_error_is_the_most_informative(
+    routes: dict[str, str | Route], code: str
+) -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    for path, route in routes.items():
+        server.routes[path] = (
+            Route(body=route.replace("{origin}", o)) if isinstance(route, str) else route
+        )
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            with pytest.raises(BulkError) as info:
+                await discover_all(o, fetcher, DiscoverLimits(max_document_bytes=2**20))
+    assert info.value.code == code, info.value
