@@ -854,10 +854,12 @@ async def test_chromium_never_outranks_bulk(chromium: str, site: SiteServer) -> 
     site.routes["/anim"] = Route(
         body="<div id=d>x</div><script>setInterval(() => d.textContent += 'x', 10)</script>"
     )
-    async with open_pool(chromium, concurrency=2) as pool:
-        async with pool.session(CaptureOptions()) as session:
-            await gather(*[(lambda: session.capture(site.url("/anim"))) for _ in range(2)])
-            nice = _thread_nice_values(chromium_pids_of(os.getpid()))
+    async with (
+        open_pool(chromium, concurrency=2) as pool,
+        pool.session(CaptureOptions()) as session,
+    ):
+        await gather(*[(lambda: session.capture(site.url("/anim"))) for _ in range(2)])
+        nice = _thread_nice_values(chromium_pids_of(os.getpid()))
     assert nice, "no Chromium threads found"
     assert {name: n for name, n in nice.items() if n < 0} == {}
 

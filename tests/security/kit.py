@@ -3,14 +3,19 @@ subprocess runner, and a catch-all site."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.conftest import BULK
 from tests.sitekit import ROOT
@@ -92,42 +97,56 @@ class Measured:
     peak_rss_mb: float
 
 
+# Runs ARGV in a grandchild and writes its exit code and wait4 peak RSS to a file.
+# A child forked straight from the test process would inherit the test process's
+# own high-water mark (Linux carries it over fork and exec into ru_maxrss); a child
+# of this small launcher starts from the launcher's few MB instead.
+_LAUNCHER = """
+import json, os, sys
+report, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as f:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss}, f)
+"""
+
+
 def run_measured(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Measured:
-    """Run ``bulk ARGS`` in a child process; report its own peak RSS (wait4)."""
+    """Run ``bulk ARGS`` in a fresh process; report its own peak RSS (wait4)."""
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [*BULK, *map(str, args)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
+    with tempfile.TemporaryDirectory(prefix="bulk-measured-") as tmp:
+        report = Path(tmp) / "report.json"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, str(report), *BULK, *map(str, args)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        seconds = time.monotonic() - start
+        result = json.loads(report.read_text()) if report.exists() else None
+    measured = Measured(
+        code=result["code"] if result else -signal.SIGKILL,
+        stdout=out,
+        stderr=err,
+        seconds=seconds,
+        peak_rss_mb=result["maxrss_kb"] / 1024 if result else 0.0,
     )
-    out: list[str] = []
-    err: list[str] = []
-    readers = [
-        threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),  # type: ignore[union-attr]
-        threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True),  # type: ignore[union-attr]
-    ]
-    for t in readers:
-        t.start()
-    deadline = start + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.02)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for t in readers:
-        t.join(5)
-    return Measured(
-        code=proc.returncode,
-        stdout="".join(out),
-        stderr="".join(err),
-        seconds=time.monotonic() - start,
-        peak_rss_mb=usage.ru_maxrss / 1024,
-    )
+    MEASURED.append((" ".join(map(str, args))[:120], measured))
+    return measured
+
+
+# Every run_measured of this session, for the summary at the end (conftest.py).
+MEASURED: list[tuple[str, Measured]] = []
