@@ -402,7 +402,11 @@ def discover_cmd(
     allow_private: bool,
     allow: tuple[str, ...],
 ) -> None:
-    """Print the page URLs the sitemaps of SITE list, in sitemap order (what archive captures)."""
+    """Print the page URLs the sitemaps of SITE list, in sitemap order (what archive captures).
+
+    When a limit or a broken document cut the list short, what went wrong is
+    printed on stderr as ``warning:`` lines (the URLs read are still printed).
+    """
     settings = _settings()
     policy = _policy(allow_private, allow, settings)
     limits = DiscoverLimits(max_pages=max_pages, same_host=same_host)
@@ -414,7 +418,11 @@ def discover_cmd(
             async with trio.open_nursery() as nursery:
 
                 async def run() -> None:
-                    await discover(site, fetcher, send, limits)
+                    result = await discover(site, fetcher, send, limits)
+                    if result.truncated and 0 < result.pages < max_pages:
+                        # Not --max-pages: a limit or a broken document cost URLs.
+                        for warning in result.warnings:
+                            click.echo(f"warning: {warning}", err=True)
 
                 nursery.start_soon(run)
                 async with recv:

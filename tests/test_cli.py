@@ -257,3 +257,29 @@ def test_console_script_entry_point() -> None:
     env = {**os.environ}
     proc = subprocess.run([str(exe)], capture_output=True, text=True, check=False, env=env)
     assert proc.returncode == 2 and "Usage:" in proc.stderr
+
+
+def test_discover_says_when_a_limit_cut_the_list_short() -> None:
+    # Each index level lists one page set and the next level, eight levels deep:
+    # levels past the depth limit are not read, and stderr says so.
+    routes = {}
+    for level in range(8):
+        routes[f"/idx{level}.xml"] = Route(
+            body=f"<sitemapindex><sitemap><loc>{{origin}}/pages{level}.xml</loc></sitemap>"
+            f"<sitemap><loc>{{origin}}/idx{level + 1}.xml</loc></sitemap></sitemapindex>",
+            content_type="application/xml",
+        )
+        routes[f"/pages{level}.xml"] = Route(
+            body=f"<urlset><url><loc>{{origin}}/p{level}</loc></url></urlset>",
+            content_type="application/xml",
+        )
+    with SiteServer(routes=routes) as site:
+        result = run_cli("discover", site.url("/idx0.xml"), "--allow-private")
+        full = run_cli("discover", site.url("/idx0.xml"), "--allow-private", "--max-pages", "2")
+    assert result.code == 0, result.stderr
+    found = result.stdout.split()
+    assert found == [site.url(f"/p{level}") for level in range(len(found))]
+    assert 0 < len(found) < 8
+    assert result.stderr.startswith("warning: ") and "deep" in result.stderr.lower()
+    # --max-pages is what the user asked for: no warning then.
+    assert full.code == 0 and full.stderr == "" and len(full.stdout.split()) == 2
