@@ -615,11 +615,9 @@ class _Engine:
         assert self.playwright is not None
         proxy: Any = None
         if self.proxy is not None:
-            proxy = {
-                "server": self.proxy.url,
-                "username": self.proxy.username,
-                "password": self.proxy.password,
-            }
+            # No credentials: given some, Playwright intercepts every request and
+            # switches the HTTP cache off (see open_egress_proxy's require_auth).
+            proxy = {"server": self.proxy.url}
         try:
             browser = await self.playwright.chromium.launch(
                 executable_path=self.config.executable,
@@ -1401,7 +1399,7 @@ async def _maybe_proxy(policy: EgressPolicy | None) -> AsyncIterator[EgressProxy
     if policy is None:
         yield None
         return
-    async with open_egress_proxy(policy) as proxy:
+    async with open_egress_proxy(policy, require_auth=False) as proxy:
         yield proxy
 
 

@@ -829,6 +829,27 @@ async def test_concurrency_is_bounded_and_pages_recycled(chromium: str, site: Si
         assert pool.pages_opened - before == 3  # 3 + 3 + 1 captures
 
 
+async def test_sub_resources_are_cached_within_a_job(chromium: str, site: SiteServer) -> None:
+    # The browser's HTTP cache works through the egress proxy: a job's pages share
+    # their stylesheet and images instead of fetching them again for every page.
+    site.routes["/shared.css"] = Route(
+        body="body { background: #0a0; }",
+        content_type="text/css",
+        headers={"Cache-Control": "max-age=3600"},
+    )
+    for i in range(3):
+        site.routes[f"/cached{i}"] = Route(
+            body=f"<link rel=stylesheet href=/shared.css><h1>page {i}</h1>"
+        )
+    async with (
+        open_pool(chromium, concurrency=1) as pool,
+        pool.session(CaptureOptions()) as session,
+    ):
+        for i in range(3):
+            await session.capture(site.url(f"/cached{i}"))
+    assert len(site.hits("/shared.css")) == 1
+
+
 def _thread_nice_values(pids: set[int]) -> dict[str, int]:
     """The lowest nice value of each thread name in ``pids`` (Linux /proc)."""
     lowest: dict[str, int] = {}

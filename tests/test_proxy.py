@@ -604,3 +604,27 @@ def _closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def test_without_required_auth_requests_pass_and_the_proxy_is_no_destination(
+    policy: EgressPolicy, origin: Origin
+) -> None:
+    # The browser's proxy: no credentials (Playwright would switch the HTTP cache off
+    # to send them), so it must never be a way back into itself.
+    async with open_egress_proxy(
+        policy, connect_timeout=2, idle_timeout=5, head_timeout=1, require_auth=False
+    ) as proxy:
+        ok = await exchange(
+            proxy,
+            b"GET http://127.0.0.1:%d/plain HTTP/1.1\r\nHost: x\r\n\r\n" % origin.port,
+        )
+        assert parse(ok)[0] == 200
+        assert origin.requests[-1]["target"] == "/plain"
+        for request in (
+            b"GET http://127.0.0.1:%d/loop HTTP/1.1\r\nHost: x\r\n\r\n" % proxy.port,
+            b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % proxy.port,
+        ):
+            status, headers, _ = parse(await exchange(proxy, request))
+            assert status == 403
+            assert headers["x-bulk-error"] == ["URL_BLOCKED"]
+        assert proxy.stats.blocked == 2
