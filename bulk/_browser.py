@@ -184,6 +184,9 @@ class PoolConfig:
         page_reuse: Captures a page serves before it is replaced by a fresh one.
         launch_timeout: Seconds Chromium gets to start.
         extra_args: More Chromium switches (appended after bulk's own).
+        nice: CPU niceness (0-19) of the capture side: Playwright's thread in this
+            process, its driver and Chromium. ``bulk serve`` raises it so the API
+            answers at once while captures use the rest of the CPU.
     """
 
     executable: str
@@ -191,6 +194,7 @@ class PoolConfig:
     page_reuse: int = attrs.field(default=20)
     launch_timeout: float = 30.0
     extra_args: tuple[str, ...] = ()
+    nice: int = attrs.field(default=0, validator=attrs.validators.in_(range(20)))
 
     @concurrency.validator
     def _check_concurrency(self, _: object, value: int) -> None:
@@ -608,6 +612,10 @@ class _Engine:
 
     async def start(self) -> None:
         _no_priority_boost()
+        if self.config.nice:
+            # This thread's niceness, inherited by the processes it starts.
+            with suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
         self.playwright = await async_playwright().start()
         await self.launch()
 

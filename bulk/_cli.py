@@ -136,12 +136,18 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
         raise leaf from None
 
 
-def _pool_config(concurrency: int | None, settings: Settings) -> PoolConfig:
+# Niceness of the capture side under `bulk serve` (scripts/bench-api measures it).
+_SERVE_NICE: Final = 10
+
+
+def _pool_config(concurrency: int | None, settings: Settings, nice: int = 0) -> PoolConfig:
     try:
         executable = find_chromium(settings.chromium)
     except BulkError as exc:
         _fail(exc)
-    return PoolConfig(executable=executable, concurrency=concurrency or default_concurrency())
+    return PoolConfig(
+        executable=executable, concurrency=concurrency or default_concurrency(), nice=nice
+    )
 
 
 def _apply(decorators: list[Callable[[F], F]]) -> Callable[[F], F]:
@@ -555,7 +561,8 @@ def serve(
         port=port,
         db=db.resolve(),
         data_dir=data_dir.resolve(),
-        pool=_pool_config(concurrency, settings),
+        # Captures yield the CPU to the API: status answers stay fast under load.
+        pool=_pool_config(concurrency, settings, nice=_SERVE_NICE),
         policy=policy,
         download_ttl=settings.download_ttl_seconds,
         api=ApiConfig(rate_limits=limits),

@@ -869,20 +869,23 @@ def _thread_nice_values(pids: set[int]) -> dict[str, int]:
     return lowest
 
 
-async def test_chromium_never_outranks_bulk(chromium: str, site: SiteServer) -> None:
+@pytest.mark.parametrize("nice", [0, 7])
+async def test_chromium_never_outranks_bulk(chromium: str, site: SiteServer, nice: int) -> None:
     # Run as root, Chromium would put its compositor and IO threads at nice -8 and
     # starve the service's own threads when the CPU is full.
     site.routes["/anim"] = Route(
         body="<div id=d>x</div><script>setInterval(() => d.textContent += 'x', 10)</script>"
     )
     async with (
-        open_pool(chromium, concurrency=2) as pool,
+        open_pool(chromium, concurrency=2, nice=nice) as pool,
         pool.session(CaptureOptions()) as session,
     ):
         await gather(*[(lambda: session.capture(site.url("/anim"))) for _ in range(2)])
-        nice = _thread_nice_values(chromium_pids_of(os.getpid()))
-    assert nice, "no Chromium threads found"
-    assert {name: n for name, n in nice.items() if n < 0} == {}
+        seen = _thread_nice_values(chromium_pids_of(os.getpid()))
+    assert seen, "no Chromium threads found"
+    # ``nice`` (bulk serve's setting) puts all of Chromium below bulk's own threads.
+    assert {name: n for name, n in seen.items() if n < nice} == {}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == 0
 
 
 @pytest.mark.slow
