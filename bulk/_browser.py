@@ -154,8 +154,8 @@ def _no_priority_boost() -> None:
     that starts Playwright).
 
     Run as root, Chromium puts its compositor and IO threads at nice -8; with the CPU
-    full they then starve bulk's threads (the service's status answers waited up to
-    seconds). Dropping CAP_SYS_NICE from this thread's bounding set means the
+    full they then starve bulk's threads (scripts/bench-api: status answers slower
+    several-fold). Dropping CAP_SYS_NICE from this thread's bounding set means the
     processes it starts from now on (Playwright's driver, and Chromium under it) can
     no longer raise a priority. Other threads keep theirs; a no-op when not root.
     """
