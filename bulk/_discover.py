@@ -45,7 +45,7 @@ from ._exceptions import (
     NoSitemapFound,
     NoURLsFound,
 )
-from ._fetch import Fetcher, Response
+from ._fetch import INFLATE_SLICE, Fetcher, Response
 from ._sitemap import Entry, EntryKind, Inflater, SitemapParser, parse_robots
 from ._urls import ParsedURL, parse_http_url, site_candidates
 from ._util import open_owned_nursery
@@ -63,9 +63,8 @@ _SITEMAP_SUFFIXES: Final = (".xml", ".xml.gz", ".gz", ".txt", ".rss", ".atom")
 _ROBOTS_LIMIT: Final = 512 * 1024
 # Batches of entries a document may read ahead of its turn.
 _CHANNEL_BATCHES: Final = 4
-# Compressed bytes inflated at a time, inflated bytes parsed at a time, and entries
-# per batch (about): what one document holds in memory besides its channel.
-_INFLATE_SLICE: Final = 16 * 1024
+# Inflated bytes parsed at a time, and entries per batch (about): with
+# INFLATE_SLICE, what one document holds in memory besides its channel.
 _FEED_BYTES: Final = 256 * 1024
 _BATCH_ENTRIES: Final = 4096
 # Parsed formats that list pages (an index lists only sitemaps).
@@ -318,8 +317,8 @@ class _Run:
                 async for chunk in chunks:
                     # A gzip file is inflated a slice at a time: a bomb's chunk makes
                     # at most ~1,000 times the slice (deflate's limit), not the budget.
-                    for start in range(0, len(chunk), _INFLATE_SLICE):
-                        await parse(inflater.feed(chunk[start : start + _INFLATE_SLICE]))
+                    for start in range(0, len(chunk), INFLATE_SLICE):
+                        await parse(inflater.feed(chunk[start : start + INFLATE_SLICE]))
                     await flush()  # what this chunk completed goes on at once
             await parse(inflater.close())
             batch.extend(parser.close())

@@ -29,8 +29,9 @@ __all__ = ["FetchLimits", "Fetcher", "Response", "open_fetcher"]
 USER_AGENT: Final = "bulk/0.1 (sitemap archiver; +https://github.com/bulk-archiver)"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE: Final = frozenset({429, 502, 503, 504})
-# Compressed bytes inflated at a time (so at most ~16 MiB come out of one call).
-_INFLATE_SLICE: Final = 16 * 1024
+# Compressed bytes inflated at a time (so at most ~16 MiB come out of one call);
+# discovery inflates gzip files in the same slices.
+INFLATE_SLICE: Final = 16 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -139,7 +140,7 @@ class _Identity:
 class _Inflate:
     """gzip/deflate against a budget: never inflates more than budget + 1 chunk."""
 
-    step: Final = _INFLATE_SLICE
+    step: Final = INFLATE_SLICE
 
     def __init__(self, wbits: int) -> None:
         self._z = zlib.decompressobj(wbits)
