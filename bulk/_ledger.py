@@ -415,6 +415,10 @@ _JOB_COLUMNS: Final = (
 )
 
 
+# How long a connection waits for another one's lock.
+_BUSY_SECONDS: Final = 10
+
+
 def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(
@@ -422,15 +426,35 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
         )
     else:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_SECONDS * 1000}")
     conn.execute("PRAGMA foreign_keys = ON")
     if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         # NORMAL in WAL mode is durable against process crashes (kill -9); only a
         # power loss can lose the last transactions, never corrupt the file.
         conn.execute("PRAGMA synchronous = NORMAL")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (once per file; it persists).
+
+    The switch needs the file to itself, and SQLite may answer "database is locked"
+    at once, without its busy handler, while another process opens the same new
+    file: so it is retried here for as long as the busy timeout would wait.
+    """
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager

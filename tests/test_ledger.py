@@ -7,8 +7,10 @@ malicious caller would do, which is the point of putting the rules in triggers).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
+import multiprocessing
 import queue
 import random
 import sqlite3
@@ -263,6 +265,30 @@ async def test_errors_leave_the_ledger_as_themselves(db: Path) -> None:
     async with Ledger.open(db) as ledger:
         assert await balance(ledger, account.id) == 1  # the open ended cleanly
         assert await ledger.jobs() == []
+
+
+def _first_open(path: str) -> str:
+    """Open a ledger file's writer connection (in a worker process)."""
+    from bulk._ledger import _connect
+
+    try:
+        _connect(path).close()
+    except sqlite3.Error as exc:
+        return repr(exc)
+    return "ok"
+
+
+def test_many_processes_switching_a_new_file_to_wal(tmp_path: Path) -> None:
+    # SQLite may answer the switch to WAL with "database is locked" at once, without
+    # waiting, while other processes open the same new file.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(6, mp_context=context) as pool:
+        outcomes = [
+            outcome
+            for i in range(60)
+            for outcome in pool.map(_first_open, [str(tmp_path / f"new{i}.db")] * 6)
+        ]
+    assert [o for o in outcomes if o != "ok"] == []
 
 
 async def test_simultaneous_first_opens_create_the_schema_once(tmp_path: Path) -> None:
