@@ -164,13 +164,14 @@ def _network_options(fn: F) -> F:
         "--allow",
         multiple=True,
         metavar="HOST|CIDR",
-        help="Allow this host name or address range even if private (repeatable).",
+        help="Allow this host name or address range even if private or this machine's "
+        "own, e.g. 127.0.0.1 (repeatable; bulk's own ports stay refused).",
     )(fn)
     fn = click.option(
         "--allow-private",
         is_flag=True,
-        help="Allow loopback/private/link-local targets (intranets, tests). "
-        "Same as BULK_ALLOW_PRIVATE=1.",
+        help="Allow private/link-local targets (intranets); this machine itself "
+        "(loopback) only through --allow. Same as BULK_ALLOW_PRIVATE=1.",
     )(fn)
     return fn
 

@@ -14,6 +14,7 @@ Unfinished jobs stay in the ledger and resume at the next start.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -37,6 +39,7 @@ from ._exceptions import BulkError
 from ._fetch import open_fetcher
 from ._jobs import JobRunner, RunnerConfig
 from ._ledger import Ledger
+from ._listeners import own_listener
 from ._policy import EgressPolicy, policy_transport
 from ._util import hold_lock
 
@@ -90,7 +93,13 @@ async def serve(
         LockHeld: Another ``bulk serve`` uses this database.
     """
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    with hold_lock(config.db.with_name(config.db.name + ".lock")):
+    with (
+        hold_lock(config.db.with_name(config.db.name + ".lock")),
+        contextlib.ExitStack() as own,
+    ):
+        if config.port:
+            # Before any job runs: a page must never reach the API (_listeners).
+            own.enter_context(own_listener(config.host, config.port))
         async with (
             Ledger.open(config.db, clock=config.api.clock) as ledger,
             open_fetcher(config.policy) as fetcher,
@@ -130,6 +139,10 @@ async def serve(
                             shutdown_trigger=shutdown.wait,
                         )
                     )
+                    for bind in binds:
+                        address = urlsplit(bind)
+                        if address.port is not None:
+                            own.enter_context(own_listener(address.hostname or "", address.port))
                     log.info("listening on %s", ", ".join(binds))
                     task_status.started(binds)
                     await shutdown.wait()

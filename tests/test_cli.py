@@ -29,7 +29,7 @@ def _zip_root(zf: zipfile.ZipFile) -> str:
 
 def test_archive_end_to_end(tmp_path: Path, basic_site: SiteServer) -> None:
     out = tmp_path / "site.zip"
-    result = run_bulk("archive", basic_site.origin, "--allow-private", "-o", out)
+    result = run_bulk("archive", basic_site.origin, "--allow", "127.0.0.1", "-o", out)
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["ok"] == 4 and summary["failed"] == 0 and summary["output"] == str(out)
@@ -64,7 +64,7 @@ def test_archive_partial_failure_exit_3(tmp_path: Path) -> None:
     }
     with serve_site("basic", routes) as site:
         out = tmp_path / "p.zip"
-        result = run_bulk("archive", site.url("/sitemap.xml"), "--allow-private", "-o", out)
+        result = run_bulk("archive", site.url("/sitemap.xml"), "--allow", "127.0.0.1", "-o", out)
     assert result.code == 3, result.stderr
     with zipfile.ZipFile(out) as zf:
         rows = json.loads(zf.read(f"{_zip_root(zf)}/_manifest.json"))["urls"]
@@ -78,14 +78,14 @@ def test_archive_partial_failure_exit_3(tmp_path: Path) -> None:
 def test_archive_nothing_to_do(tmp_path: Path) -> None:
     out = tmp_path / "x.zip"
     with SiteServer(routes={}) as empty:
-        result = run_bulk("archive", empty.origin, "--allow-private", "-o", out)
+        result = run_bulk("archive", empty.origin, "--allow", "127.0.0.1", "-o", out)
     assert result.code == 1
     assert result.stderr.strip().splitlines()[-1].startswith("NO_SITEMAP_FOUND:")
     assert not out.exists() and not out.with_name("x.zip.work").exists()
 
     routes = {"/sitemap.xml": Route(body="<urlset><url><loc>{origin}/a</loc></url></urlset>")}
     with SiteServer(routes=routes) as site:
-        result = run_bulk("archive", site.origin, "--allow-private", "-o", out)
+        result = run_bulk("archive", site.origin, "--allow", "127.0.0.1", "-o", out)
     assert result.code == 1
     assert "NO_PAGES_CAPTURED:" in result.stderr and "HTTP_ERROR" in result.stderr
     assert not out.exists()
@@ -121,7 +121,7 @@ def test_shot(tmp_path: Path, basic_site: SiteServer) -> None:
         basic_site.url("/about/"),
         "-o",
         out,
-        "--allow-private",
+        "--allow", "127.0.0.1",
         "--width",
         "640",
         "--height",
@@ -165,7 +165,7 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
             *BULK,
             "archive",
             site.url("/sitemap.xml"),
-            "--allow-private",
+            "--allow", "127.0.0.1",
             "-o",
             str(out),
             "--concurrency",
@@ -193,7 +193,7 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
 
         done_before = _page_hits(site)
         result = run_bulk(
-            "archive", site.url("/sitemap.xml"), "--allow-private", "-o", out, "--resume", "-q"
+            "archive", site.url("/sitemap.xml"), "--allow", "127.0.0.1", "-o", out, "--resume", "-q"
         )
         hits = _page_hits(site)
     with zipfile.ZipFile(out) as zf:
@@ -215,7 +215,7 @@ def test_resume_of_another_run_is_refused(tmp_path: Path, basic_site: SiteServer
     # Leave an unfinished run for another site behind, then resume with a different one.
     with _slow_site(3, 5.0) as slow:
         proc = subprocess.Popen(
-            [*BULK, "archive", slow.url("/sitemap.xml"), "--allow-private", "-o", str(out), "-q"],
+            [*BULK, "archive", slow.url("/sitemap.xml"), "--allow", "127.0.0.1", "-o", str(out), "-q"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -226,7 +226,7 @@ def test_resume_of_another_run_is_refused(tmp_path: Path, basic_site: SiteServer
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
-    result = run_bulk("archive", basic_site.origin, "--allow-private", "-o", out, "--resume")
+    result = run_bulk("archive", basic_site.origin, "--allow", "127.0.0.1", "-o", out, "--resume")
     assert result.code == 2
     assert result.stderr.strip().splitlines()[-1].startswith("RESUME_MISMATCH:")
     assert work.is_dir()
@@ -274,8 +274,8 @@ def test_discover_says_when_a_limit_cut_the_list_short() -> None:
             content_type="application/xml",
         )
     with SiteServer(routes=routes) as site:
-        result = run_cli("discover", site.url("/idx0.xml"), "--allow-private")
-        full = run_cli("discover", site.url("/idx0.xml"), "--allow-private", "--max-pages", "2")
+        result = run_cli("discover", site.url("/idx0.xml"), "--allow", "127.0.0.1")
+        full = run_cli("discover", site.url("/idx0.xml"), "--allow", "127.0.0.1", "--max-pages", "2")
     assert result.code == 0, result.stderr
     found = result.stdout.split()
     assert found == [site.url(f"/p{level}") for level in range(len(found))]

@@ -67,7 +67,7 @@ def test_corpus_is_big_enough() -> None:
 
 
 def test_discover_lines_output_streams_in_order(basic_site: SiteServer) -> None:
-    result = run_cli("discover", basic_site.origin, "--allow-private")
+    result = run_cli("discover", basic_site.origin, "--allow", "127.0.0.1")
     assert result.code == 0, result.stderr
     assert result.stdout.splitlines() == [
         basic_site.url(p) for p in ("/", "/about/", "/blog/", "/blog/my-post")
@@ -89,7 +89,7 @@ def test_discover_private_site_blocked_without_allow(basic_site: SiteServer) -> 
 
 def test_bare_domain_tries_https_then_http(basic_site: SiteServer) -> None:
     # "127.0.0.1:PORT" has no scheme: https fails (plain HTTP server), http works.
-    result = run_cli("discover", f"127.0.0.1:{basic_site.port}", "--allow-private", "--json")
+    result = run_cli("discover", f"127.0.0.1:{basic_site.port}", "--allow", "127.0.0.1", "--json")
     assert result.code == 0, result.stderr
     assert len(json.loads(result.stdout)) == 4
 
