@@ -215,7 +215,7 @@ def test_resume_of_another_run_is_refused(tmp_path: Path, basic_site: SiteServer
     # Leave an unfinished run for another site behind, then resume with a different one.
     with _slow_site(3, 5.0) as slow:
         proc = subprocess.Popen(
-            [*BULK, "archive", slow.url("/sitemap.xml"), "--allow", "127.0.0.1", "-o", str(out), "-q"],
+            [*BULK, "archive", slow.url("/sitemap.xml"), "--allow=127.0.0.1", "-o", str(out), "-q"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -275,7 +275,7 @@ def test_discover_says_when_a_limit_cut_the_list_short() -> None:
         )
     with SiteServer(routes=routes) as site:
         result = run_cli("discover", site.url("/idx0.xml"), "--allow", "127.0.0.1")
-        full = run_cli("discover", site.url("/idx0.xml"), "--allow", "127.0.0.1", "--max-pages", "2")
+        full = run_cli("discover", site.url("/idx0.xml"), "--allow=127.0.0.1", "--max-pages", "2")
     assert result.code == 0, result.stderr
     found = result.stdout.split()
     assert found == [site.url(f"/p{level}") for level in range(len(found))]
