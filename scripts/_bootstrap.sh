@@ -4,7 +4,8 @@
 # tests, its test extras), and makes sure a Chromium exists: a Playwright-managed one,
 # else a system one (/usr/bin/chromium, chromium-browser, google-chrome, or
 # BULK_CHROMIUM=/path), else `apt-get install -y chromium` when root with apt, else
-# one clear line saying what to install. Later runs only check a stamp file.
+# one clear line saying what to install. As root it also makes the system user
+# Chromium runs as (bulk-chromium). Later runs only check a stamp file.
 set -euo pipefail
 
 BULK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,7 +59,29 @@ bulk_ensure_venv() {
   fi
 }
 
+# Run as root, bulk starts Chromium as an unprivileged system user (BULK_CHROMIUM_USER,
+# default bulk-chromium) so Chromium's sandbox works; make it once. Not root: nothing
+# to do (Chromium runs as the invoking user).
+_bulk_ensure_chromium_user() {
+  local user="${BULK_CHROMIUM_USER:-bulk-chromium}"
+  [ "$(id -u)" = 0 ] || return 0
+  getent passwd "$user" >/dev/null 2>&1 && return 0
+  if [ "$user" != bulk-chromium ]; then
+    _bulk_say "warning: BULK_CHROMIUM_USER=$user does not exist; create it (useradd --system $user)"
+    return 0
+  fi
+  if command -v useradd >/dev/null 2>&1; then
+    _bulk_say "creating the system user bulk-chromium (Chromium runs as it when bulk is root)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin --comment "bulk sandboxed Chromium" bulk-chromium >&2 \
+      || _bulk_say "warning: could not create the user bulk-chromium; Chromium will run as nobody"
+  else
+    _bulk_say "warning: no useradd here: create a system user bulk-chromium, or Chromium runs as nobody"
+  fi
+}
+
 bulk_ensure_chromium() {
+  _bulk_ensure_chromium_user
   if "$BULK_VENV/bin/python" -m bulk._config >/dev/null 2>&1; then
     return 0
   fi
