@@ -330,3 +330,31 @@ def test_the_total_bounds_what_renderers_share() -> None:
         assert bound.peak() <= 400 * MIB
     finally:
         bound.close()
+
+
+def test_the_environment_sets_the_isolation() -> None:
+    from bulk._config import Settings
+
+    assert Settings.from_env({}).sandbox == SandboxConfig()
+    got = Settings.from_env(
+        {
+            "BULK_SANDBOX": "Require",
+            "BULK_CHROMIUM_USER": "chromium-runner",
+            "BULK_RENDERER_MEMORY_MB": "512",
+            "BULK_CAPTURE_MEMORY_MB": "3072",
+        }
+    ).sandbox
+    assert got == SandboxConfig(
+        mode="require",
+        user="chromium-runner",
+        renderer_memory=512 * MIB,
+        capture_memory=3072 * MIB,
+    )
+    for name, value in (
+        ("BULK_SANDBOX", "sometimes"),
+        ("BULK_RENDERER_MEMORY_MB", "64"),
+        ("BULK_CAPTURE_MEMORY_MB", "lots"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            Settings.from_env({name: value})
+        assert info.value.field == name
