@@ -189,6 +189,7 @@ class MemoryBound:
                 f"the renderer limit ({renderer_limit // MIB} MB) is over the capture "
                 f"side's total ({total // MIB} MB)"
             )
+        _remove_stale(parent)
         group = parent / f"bulk-capture-{os.getpid()}-{next(_counter)}"
         bound = cls(version, group, renderer_limit, total)
         try:
@@ -356,6 +357,17 @@ class MemoryBound:
     def _remove_dirs(self) -> None:
         for directory in [*self.group.glob("r*"), self.launch_group, self.group]:
             with suppress(OSError, ValueError):
+                directory.rmdir()
+
+
+def _remove_stale(parent: Path) -> None:
+    """Remove the empty groups a killed bulk left behind (its pid is in the name)."""
+    for group in parent.glob("bulk-capture-*-*"):
+        pid = group.name.split("-")[2]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        for directory in [*group.glob("r*"), group / "main", group]:
+            with suppress(OSError):  # not empty: something still runs there
                 directory.rmdir()
 
 
