@@ -427,6 +427,7 @@ async def open_launch(
             dropped_args=(JS_HEAP_ARG,) if memory is not None else (),
             memory=memory,
         )
+        body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
             if isolation.private_network:
                 assert proxy is not None
@@ -435,8 +436,16 @@ async def open_launch(
                 nursery.start_soon(_place_renderers, memory)
             try:
                 yield launch
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                # Re-raised below, outside the nursery, so the caller's own exception
+                # (or cancellation) is not wrapped in an ExceptionGroup.
+                body_error = exc
             finally:
                 nursery.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
     finally:
         with trio.CancelScope(shield=True):
             if memory is not None:

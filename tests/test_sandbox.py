@@ -358,3 +358,17 @@ def test_the_environment_sets_the_isolation() -> None:
         with pytest.raises(ValidationError) as info:
             Settings.from_env({name: value})
         assert info.value.field == name
+
+
+async def test_an_error_in_the_block_comes_out_as_it_is(fake_browser: str) -> None:
+    class Boom(Exception):
+        pass
+
+    config = SandboxConfig()
+    iso = await plan_isolation(config, fake_browser, proxied=True, slots=1)
+    with pytest.raises(Boom):
+        async with (
+            open_egress_proxy(POLICY, require_auth=False, listen=False) as proxy,
+            open_launch(iso, fake_browser, proxy, config=config, slots=1),
+        ):
+            raise Boom
