@@ -22,7 +22,8 @@ import httpx
 import trio
 
 from ._exceptions import BulkError, FetchError, ResponseTooLarge, URLBlocked
-from ._policy import EgressPolicy, policy_transport
+from ._policy import EgressPolicy, policy_client
+from ._urls import parse_http_url
 
 __all__ = ["FetchLimits", "Fetcher", "Response", "open_fetcher"]
 
@@ -302,10 +303,12 @@ class Fetcher:
             await raw.aclose()
             chain.append(current)
             try:
-                current = self.policy.check_url(httpx.URL(current).join(location).__str__()).href
+                # Resolved by ada, like Chromium would: httpx's own join re-parses
+                # (and IDNA-encodes) with other rules.
+                current = self.policy.check_url(parse_http_url(location, current)).href
             except URLBlocked:
                 raise
-            except (BulkError, httpx.InvalidURL, ValueError):
+            except BulkError:
                 raise FetchError(f"bad redirect from {current}") from None
         raise FetchError(f"more than {self.limits.max_redirects} redirects from {url}")
 
@@ -314,7 +317,7 @@ class Fetcher:
 async def open_fetcher(
     policy: EgressPolicy, limits: FetchLimits | None = None, *, max_connections: int = 16
 ) -> AsyncIterator[Fetcher]:
-    """An httpx client whose every connection passes ``policy``.
+    """An httpx client whose every request and connection passes ``policy``.
 
     Resource handling: the client and its connections close when the context exits.
     """
@@ -322,14 +325,10 @@ async def open_fetcher(
     timeout = httpx.Timeout(
         connect=limits.connect_timeout, read=limits.read_timeout, write=10.0, pool=30.0
     )
-    transport = policy_transport(
-        policy, limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=8)
-    )
-    async with httpx.AsyncClient(
-        transport=transport,
+    async with policy_client(
+        policy,
         timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=8),
     ) as client:
         yield Fetcher(client, policy, limits)

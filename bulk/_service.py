@@ -37,7 +37,7 @@ from ._exceptions import BulkError
 from ._fetch import open_fetcher
 from ._jobs import JobRunner, RunnerConfig
 from ._ledger import Ledger
-from ._policy import EgressPolicy, policy_transport
+from ._policy import EgressPolicy, policy_client
 from ._util import hold_lock
 
 __all__ = ["ServiceConfig", "serve"]
@@ -167,10 +167,9 @@ async def _webhooks(
     State lives in ``jobs.webhook_state`` (``"<attempts>:<next unix time>"``, then
     ``delivered`` or ``failed``) so deliveries survive a restart.
     """
-    transport = policy_transport(policy)
-    async with httpx.AsyncClient(
-        transport=transport, timeout=10.0, follow_redirects=False, trust_env=False
-    ) as client:
+    # policy_client: the webhook URL is sent in the policy's canonical form, so a host
+    # WHATWG accepts and httpx's IDNA codec would refuse (xn--ls8h.la) cannot raise.
+    async with policy_client(policy, timeout=10.0) as client:
         while True:
             now = clock()
             for job in await ledger.jobs(statuses=("completed", "failed"), kinds=("bulk",)):

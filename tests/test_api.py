@@ -281,7 +281,7 @@ async def test_not_json_and_too_large(service: Service, client: httpx.AsyncClien
         ("http://127.0.0.2:8080/", "URL_BLOCKED"),
         ("http://169.254.169.254/latest/meta-data/", "URL_BLOCKED"),
         ("http://[::1]/", "URL_BLOCKED"),
-        ("http://user:pw@example.com/", "URL_BLOCKED"),
+        ("http://user:pw@example.com/", "INVALID_URL"),
         ("http://2130706434/", "URL_BLOCKED"),
     ],
 )

@@ -7,6 +7,7 @@ the connection would land on the canary and be counted.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,12 +91,24 @@ FORMS: list[tuple[str, str]] = [
     ("http://instance-data/latest/", "URL_BLOCKED"),
     ("http://service.internal:{p}/", "URL_BLOCKED"),
     ("http://router.home.arpa:{p}/", "URL_BLOCKED"),
-    # userinfo tricks
-    ("http://user@127.0.0.1:{p}/", "URL_BLOCKED"),
-    ("http://example.com@127.0.0.1:{p}/", "URL_BLOCKED"),
-    ("http://user:pass@example.com/", "URL_BLOCKED"),
+    # userinfo tricks: invalid input, whatever the host
+    ("http://user@127.0.0.1:{p}/", "INVALID_URL"),
+    ("http://example.com@127.0.0.1:{p}/", "INVALID_URL"),
+    ("http://user:pass@example.com/", "INVALID_URL"),
+    ("http://a:@canary.example:{p}/", "INVALID_URL"),
     ("http://127.0.0.1:{p}\\@example.com/", "URL_BLOCKED"),  # backslash is a slash
     ("http://example.com#@127.0.0.1:{p}/", "URL_BLOCKED"),  # a fragment, host is example.com?
+    # single-label and empty hosts: refused before any DNS query
+    ("http:///etc/passwd", "INVALID_URL"),  # WHATWG: host "etc"
+    ("http:///127.0.0.1:{p}/", "URL_BLOCKED"),  # the empty host is skipped: 127.0.0.1
+    ("http://intranet:{p}/", "INVALID_URL"),
+    ("http://{hostname}:{p}/", "INVALID_URL"),  # this machine's name (/etc/hosts)
+    ("http://{hostname}.:{p}/", "INVALID_URL"),
+    ("https://com/", "INVALID_URL"),
+    # names no resolver can look up
+    ("http://a..b.example:{p}/", "INVALID_URL"),
+    ("http://" + "a" * 64 + ".example:{p}/", "INVALID_URL"),
+    ("http://a!b.example:{p}/", "INVALID_URL"),
     # scheme confusion
     ("http:127.0.0.1:{p}/", "URL_BLOCKED"),
     ("http:/127.0.0.1:{p}/", "URL_BLOCKED"),
@@ -123,8 +136,17 @@ FORMS: list[tuple[str, str]] = [
 _NETWORK = {"http://example.com#@127.0.0.1:{p}/"}
 
 
+# This machine's own name, cut to one label: /etc/hosts usually maps it to a local
+# address, so a policy that looked it up would aim at the canary.
+_SHORT_HOSTNAME = socket.gethostname().split(".")[0]
+
+
+def _fill(form: str, c: Canary) -> str:
+    return form.replace("{p}", str(c.port)).replace("{hostname}", _SHORT_HOSTNAME)
+
+
 def _forms(c: Canary) -> list[tuple[str, str]]:
-    return [(f.replace("{p}", str(c.port)), code) for f, code in FORMS]
+    return [(_fill(f, c), code) for f, code in FORMS]
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +161,7 @@ def test_there_are_enough_forms() -> None:
 
 @pytest.mark.parametrize(("form", "code"), FORMS, ids=range(len(FORMS)))
 def test_cli_refuses(the_canary: Canary, form: str, code: str, tmp_path: Path) -> None:
-    url = form.replace("{p}", str(the_canary.port))
+    url = _fill(form, the_canary)
     for args in (["shot", url, "-o", tmp_path / "x.png"], ["discover", url]):
         result = run_cli(*args)
         lines = result.stderr.strip().splitlines()
@@ -168,7 +190,7 @@ async def test_api_refuses_every_form(service: Service, the_canary: Canary) -> N
     key = await new_key(service.db, credits=5)
     async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
         for form, code in _forms(the_canary):
-            if form in {f.replace("{p}", str(the_canary.port)) for f in _NETWORK}:
+            if form in {_fill(f, the_canary) for f in _NETWORK}:
                 continue
             for method, path, body in (
                 ("POST", "/screenshot", {"url": form}),
