@@ -291,3 +291,17 @@ class Interrupted(BulkError):
     """The run was interrupted (Ctrl-C or SIGTERM); its state allows ``--resume``."""
 
     code = "INTERRUPTED"
+
+
+class ArchiveError(BulkError, ValueError):
+    """The archive cannot be made as asked (``_archive``): an unsafe or clashing entry
+    name, two rows with one ``seq``, a source that is a symlink or not a regular file,
+    manifest data JSON cannot hold, an image no thumbnail can be made of.
+
+    Entry names come from ``Layout``, which never gives an unsafe or clashing one, so
+    outside thumbnails this means a bug or a tampered work directory: the code stays
+    ``INTERNAL_ERROR``. It is also a ``ValueError``, what these functions raised before.
+    """
+
+
+__all__ += ["ArchiveError"]
