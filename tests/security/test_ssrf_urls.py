@@ -7,17 +7,21 @@ the connection would land on the canary and be counted.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
-from bulk._policy import EgressPolicy
+from bulk import BrowserPool, CaptureOptions, PoolConfig
+from bulk._policy import EgressPolicy, IPAddress
 from tests.conftest import run_cli
 from tests.security.kit import Canary, canary
 from tests.servicekit import Service, new_key
+from tests.sitekit import Route, SiteServer
 
 pytestmark = pytest.mark.browser
 
@@ -209,4 +213,53 @@ async def test_api_refuses_every_form(service: Service, the_canary: Canary) -> N
             assert r.status_code == 400 and r.json()["error"]["code"] == code, (form, r.text)
         account = (await client.get(service.api("/account"), headers={"X-API-Key": key})).json()
     assert account["data"]["credits"] == 5  # nothing charged
+    assert the_canary.hits == 0, the_canary
+
+
+async def test_chromium_sends_the_proxy_the_host_the_policy_checked(
+    chromium: str, the_canary: Canary
+) -> None:
+    # issue 11 item 1: the policy, httpx and Chromium use one form of a URL. A page
+    # on a name httpx's IDNA codec refuses loads through the egress proxy; what
+    # Chromium asks the proxy for is the host the policy checked; a sub-resource on a
+    # single-label or unresolvable name is refused before any lookup. Names resolve
+    # through a fake resolver (no DNS here): the IDNs to the loopback site, anything
+    # else to the canary, which must see nothing.
+    calls: list[str] = []
+    zone = {"xn--ls8h.la", "xn--zz.com"}
+
+    async def resolve(host: str, port: int) -> list[IPAddress]:
+        calls.append(host)
+        await trio.lowlevel.checkpoint()
+        return [ipaddress.ip_address("127.0.0.1" if host in zone else "127.0.0.2")]
+
+    with SiteServer() as site:
+        port, canary_port = site.port, the_canary.port
+        site.routes["/"] = Route(
+            body=(
+                "<!doctype html><body style='margin:0;background:#0f0'>"
+                f"<img src='http://xn--zz.com:{port}/img.png'>"
+                f"<img src='http://intranet:{canary_port}/x.png'>"
+                f"<img src='http://a..b.example:{canary_port}/y.png'>"
+                f"<img src='http://user@xn--zz.com:{port}/z.png'>"
+                "</body>"
+            )
+        )
+        site.routes["/img.png"] = Route(body=b"", content_type="image/png")
+        policy = EgressPolicy(allow=("127.0.0.1/32",), resolver=resolve)
+        url = policy.check_url(f"http://\U0001f4a9.la:{port}/").href
+        assert url == f"http://xn--ls8h.la:{port}/"
+        config = PoolConfig(executable=chromium, concurrency=1)
+        async with BrowserPool.open(config, policy) as pool:
+            shot = await pool.capture(url, CaptureOptions(width=320, height=240, timeout=30_000))
+        requests = list(site.requests)
+    assert shot.final_url == url
+    hosts = {(r.headers["host"], r.path) for r in requests}
+    assert (f"xn--ls8h.la:{port}", "/") in hosts
+    assert (f"xn--zz.com:{port}", "/img.png") in hosts
+    assert {r.path for r in requests} <= {"/", "/img.png", "/z.png", "/favicon.ico"}
+    # intranet and a..b.example are refused before any lookup. (Chromium's own
+    # background requests, e.g. update.googleapis.com, pass the same policy: here the
+    # fake resolver answers with the canary's address, which the policy refuses.)
+    assert zone <= set(calls) and not {"intranet", "a..b.example"} & set(calls), calls
     assert the_canary.hits == 0, the_canary
