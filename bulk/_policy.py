@@ -465,7 +465,9 @@ class EgressPolicy:
             raise URLBlocked(f"{name} is a local-only name", details={"host": name})
         problem = host_name_problem(name)
         if problem is not None:
-            raise InvalidURL(f"not a valid host name ({problem}): {name[:80]!r}")
+            raise InvalidURL(
+                f"not a valid host name ({problem}): {name[:80]!r}", details={"host": name[:255]}
+            )
         if "." not in name.rstrip(".") and not named and not (self.allow_private and blocked):
             # The system resolver would try its search domains: what such a name
             # reaches depends on the machine, never on the URL.
