@@ -1085,6 +1085,7 @@ async def test_the_proxy_connects_idn_hosts_and_refuses_invalid_ones(
         ):
             answer = await _proxy_exchange(proxy, head % port)
             assert answer.startswith(b"HTTP/1.1 400"), (head, answer)
+            assert b"\r\nX-Bulk-Error: INVALID_URL\r\n" in answer, (head, answer)
     assert resolver.calls == ["xn--ls8h.la"]
     assert server.connections == 1
 
