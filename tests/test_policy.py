@@ -1077,17 +1077,26 @@ async def test_the_proxy_connects_idn_hosts_and_refuses_invalid_ones(
             proxy, b"GET http://xn--ls8h.la:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % port
         )
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
+        # What Chromium sends for https://💩.la:PORT/: a tunnel to the checked host.
+        answer = await _proxy_exchange(
+            proxy,
+            b"CONNECT xn--ls8h.la:%d HTTP/1.1\r\nHost: xn--ls8h.la:%d\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: xn--ls8h.la\r\n\r\n" % (port, port),
+        )
+        assert answer.startswith(b"HTTP/1.1 200 Connection Established") and answer.endswith(
+            b"hello"
+        )
         for head in (
-            b"CONNECT intranet:%d HTTP/1.1\r\n\r\n",
+            b"CONNECT intranet:%d HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET http://intranet:%d/ HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"CONNECT a..b.com:%d HTTP/1.1\r\n\r\n",
+            b"CONNECT a..b.com:%d HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET http://user@xn--ls8h.la:%d/ HTTP/1.1\r\nHost: x\r\n\r\n",
         ):
             answer = await _proxy_exchange(proxy, head % port)
             assert answer.startswith(b"HTTP/1.1 400"), (head, answer)
             assert b"\r\nX-Bulk-Error: INVALID_URL\r\n" in answer, (head, answer)
-    assert resolver.calls == ["xn--ls8h.la"]
-    assert server.connections == 1
+    assert resolver.calls == ["xn--ls8h.la", "xn--ls8h.la"]
+    assert server.connections == 2
 
 
 # -- helpers -----------------------------------------------------------------------------
