@@ -16,7 +16,15 @@ from collections.abc import Collection
 from ._connection import LedgerCore, immediate
 from ._records import Delivery, iso
 
-__all__ = ["Deliveries"]
+__all__ = ["DUE_SQL", "Deliveries"]
+
+#: The poll of the queue (``{skip}``: the ids being sent). It reads the partial
+#: index ``deliveries_due``: pending rows only, due ones first (a test checks the
+#: plan), so delivered and failed history is never read again.
+DUE_SQL = (
+    "SELECT id, job_id, url, event, attempts, due_at FROM deliveries "
+    "WHERE state = 'pending' AND due_at <= ?{skip} ORDER BY due_at, id LIMIT ?"
+)
 
 
 def _not_in(ids: Collection[int]) -> tuple[str, list[int]]:
@@ -39,11 +47,7 @@ class Deliveries(LedgerCore):
         skip, args = _not_in(exclude)
 
         def q(conn: sqlite3.Connection) -> list[Delivery]:
-            rows = conn.execute(
-                "SELECT id, job_id, url, event, attempts, due_at FROM deliveries "
-                f"WHERE state = 'pending' AND due_at <= ?{skip} ORDER BY due_at, id LIMIT ?",
-                [now, *args, limit],
-            ).fetchall()
+            rows = conn.execute(DUE_SQL.format(skip=skip), [now, *args, limit]).fetchall()
             return [Delivery(**dict(r)) for r in rows]
 
         return await self._read(q)
