@@ -303,10 +303,13 @@ class JobRunner:
                             error_code=outcome.code,
                             error_message="capturing this page failed unexpectedly",
                         )
+                    # Shielded: a capture that is done is recorded, whatever comes
+                    # next. Still holding the slot: the next claim waits until this
+                    # lease is settled, so no more URLs are leased than there are
+                    # slots, even for a moment.
+                    with trio.CancelScope(shield=True):
+                        settled = await self.ledger.finish(claim, result)
             if claims:
-                # Shielded: a capture that is done is recorded, whatever comes next.
-                with trio.CancelScope(shield=True):
-                    settled = await self.ledger.finish(claim, result)
                 if settled and self.on_progress is not None:
                     job = await self.ledger.job(job_id)
                     self.on_progress(
