@@ -97,9 +97,9 @@ async def serve(
         LockHeld: Another ``bulk serve`` uses this database.
         ValidationError: The key file is damaged.
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
     lock = config.db.with_name(config.db.name + ".lock")
     with hold_lock(lock, held=f"another bulk serve uses {config.db}"):
+        config.data_dir.mkdir(parents=True, exist_ok=True)
         box = await trio.to_thread.run_sync(SecretBox.from_key_file, config.data_dir / KEY_FILE)
         webhooks = attrs.evolve(config.webhooks, backoff=config.webhook_backoff)
         async with (

@@ -321,3 +321,29 @@ def test_a_second_archive_to_the_same_output_touches_nothing(tmp_path: Path) -> 
     with zipfile.ZipFile(out) as zf:
         assert sum(n.endswith(".png") and "_thumbs" not in n for n in zf.namelist()) == 4
     assert not work.exists() and not out.with_name("site.zip.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_second_serve_on_one_database_is_locked_out(tmp_path: Path) -> None:
+    db = (tmp_path / "ledger.db").resolve()
+    args = ["serve", "--port", "0", "--db", str(db), "--allow-private", "--concurrency", "1"]
+    first = subprocess.Popen(
+        [*BULK, *args, "--data-dir", str(tmp_path / "d1")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stderr is not None
+        for line in first.stderr:
+            if "listening on" in line:
+                break
+        second = run_bulk(*args, "--data-dir", tmp_path / "d2")
+        assert second.code == 1, second.stderr
+        assert second.stderr.strip().splitlines() == [f"LOCKED: another bulk serve uses {db}"]
+        assert not (tmp_path / "d2").exists()
+    finally:
+        first.terminate()
+        first.communicate(timeout=60)
+    assert first.returncode == 0
