@@ -36,7 +36,7 @@ from ._jobs import Progress, archive_site
 from ._ledger import Ledger
 from ._options import CaptureOptions, capture_option_decorators, options_from_cli
 from ._policy import EgressPolicy
-from ._util import LockHeld, single_error
+from ._util import single_error
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 
@@ -596,10 +596,7 @@ def serve(
         trio.run(main)
     except BaseException as exc:  # unwrapped below
         leaf = single_error(exc)
-        if isinstance(leaf, LockHeld):
-            click.echo(f"VALIDATION_ERROR: another bulk serve uses {db}", err=True)
-            raise _Exit(EXIT_USAGE) from None
-        if isinstance(leaf, BulkError):
+        if isinstance(leaf, BulkError):  # LOCKED: another bulk serve uses the --db
             _fail(leaf)
         if isinstance(leaf, KeyboardInterrupt):
             raise _Exit(EXIT_OK) from None

@@ -37,7 +37,10 @@ Library code raises these; only ``_api.py`` maps them to HTTP statuses and only
     ├── RateLimitExceeded             RATE_LIMIT_EXCEEDED
     ├── PayloadTooLarge               PAYLOAD_TOO_LARGE
     ├── ResumeMismatch                RESUME_MISMATCH    (``--resume`` on another run)
-    └── Interrupted                   INTERRUPTED        (Ctrl-C / SIGTERM)
+    ├── Interrupted                   INTERRUPTED        (Ctrl-C / SIGTERM)
+    ├── InvalidJobTransition          INVALID_JOB_TRANSITION
+    ├── LockHeld                      LOCKED             (another process holds the lock)
+    └── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
 """
 
 from __future__ import annotations
@@ -61,11 +64,13 @@ __all__ = [
     "InsufficientCredits",
     "Interrupted",
     "InvalidAPIKey",
+    "InvalidJobTransition",
     "InvalidSitemap",
     "InvalidURL",
     "JobNotFound",
     "JobNotReady",
     "KeyLimitReached",
+    "LockHeld",
     "NavigationError",
     "NoSitemapFound",
     "NoURLsFound",
@@ -74,6 +79,7 @@ __all__ = [
     "RateLimitExceeded",
     "ResponseTooLarge",
     "ResumeMismatch",
+    "SecretsUnavailable",
     "SelectorNotFound",
     "URLBlocked",
     "ValidationError",
@@ -291,6 +297,28 @@ class Interrupted(BulkError):
     """The run was interrupted (Ctrl-C or SIGTERM); its state allows ``--resume``."""
 
     code = "INTERRUPTED"
+
+
+class InvalidJobTransition(BulkError):
+    """A job cannot move from its status to the one asked (e.g. ``failed`` to
+    ``processing``), or would end with URLs unfinished (HTTP 409 if it ever reaches
+    the API)."""
+
+    code = "INVALID_JOB_TRANSITION"
+
+
+class LockHeld(BulkError):
+    """Another process holds the lock of a database or an output (a second
+    ``bulk serve`` on one ``--db``, a second ``bulk archive`` to one ``OUT``)."""
+
+    code = "LOCKED"
+
+
+class SecretsUnavailable(BulkError):
+    """A job's cookie and header values cannot be decrypted (the key file changed or
+    is missing), so it cannot run as it was asked to; it fails, fully refunded."""
+
+    code = "SECRETS_UNAVAILABLE"
 
 
 class ArchiveError(BulkError, ValueError):
