@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -746,8 +747,23 @@ _NO_ARGS: Final[type[BaseException]] = getattr(
 )
 
 
+def _restore_sigint() -> None:
+    """Ctrl-C works even when bulk was started with SIGINT ignored.
+
+    A shell starts background jobs of a script (``bulk archive ... &``) with SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler: the run could
+    not be interrupted and resumed. SIGINT is bulk's documented way to stop a run.
+    """
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bulk`` console script; returns the exit code."""
+    _restore_sigint()
     try:
         cli.main(args=argv, prog_name="bulk", standalone_mode=False)
     except _Exit as done:

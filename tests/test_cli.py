@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -156,6 +157,24 @@ def _page_hits(site: SiteServer) -> dict[str, int]:
     return counts
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _has_job(db: Path) -> bool:
+    """Whether the offline run's ledger holds its job row yet."""
+    if not db.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT count(*) FROM jobs").fetchone()[0] > 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
@@ -172,8 +191,15 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
             "1",
             "-q",
         ]
+        # Started as a script's background job is (`bulk archive ... &`): with SIGINT
+        # ignored. bulk restores it: Ctrl-C and kill -INT still stop the run.
         proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            args,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_ignore_sigint,
         )
         deadline = time.monotonic() + 60
         while len(_page_hits(site)) < 3 and time.monotonic() < deadline:
