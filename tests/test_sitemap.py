@@ -20,15 +20,15 @@ from lxml import etree  # type: ignore[import-untyped]
 
 from bulk._exceptions import InvalidSitemap, ResponseTooLarge
 from bulk._sitemap import (
-    _CANONICAL,
     MAX_ROBOTS_SITEMAPS,
     Entry,
     EntryKind,
     Inflater,
     SitemapParser,
-    _normalise,
     parse_robots,
 )
+from bulk._sitemap._entry import _CANONICAL
+from bulk._sitemap._entry import normalise as _normalise
 from bulk._urls import page_url
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "sitemaps"
