@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Final, TypeVar, final
 
@@ -45,7 +46,7 @@ from ._exceptions import (
     NoSitemapFound,
     NoURLsFound,
 )
-from ._fetch import INFLATE_SLICE, Fetcher, Response
+from ._fetch import Fetcher, Response
 from ._sitemap import Entry, EntryKind, Inflater, SitemapParser, parse_robots
 from ._urls import ParsedURL, parse_http_url, site_candidates
 from ._util import open_owned_nursery
@@ -63,8 +64,8 @@ _SITEMAP_SUFFIXES: Final = (".xml", ".xml.gz", ".gz", ".txt", ".rss", ".atom")
 _ROBOTS_LIMIT: Final = 512 * 1024
 # Batches of entries a document may read ahead of its turn.
 _CHANNEL_BATCHES: Final = 4
-# Inflated bytes parsed at a time, and entries per batch (about): with
-# INFLATE_SLICE, what one document holds in memory besides its channel.
+# Inflated bytes parsed at a time (the inflater's largest piece), and entries per
+# batch (about): what one document holds in memory besides its channel.
 _FEED_BYTES: Final = 256 * 1024
 _BATCH_ENTRIES: Final = 4096
 # Parsed formats that list pages (an index lists only sitemaps).
@@ -289,7 +290,9 @@ class _Run:
             self.result.warnings.append(f"{url}: HTTP {response.status}")
             return
         limit = self.limits.max_document_bytes
-        inflater = Inflater(max_output=limit)
+        # Pieces of at most _FEED_BYTES: one parse call completes a few thousand
+        # entries at most, however well the document was compressed.
+        inflater = Inflater(max_output=limit, max_piece=_FEED_BYTES)
         parser = SitemapParser(response.url, max_bytes=limit)
         batch: list[Entry] = []
         sent = False
@@ -303,11 +306,9 @@ class _Run:
                 await send.send(batch)
                 batch = []
 
-        async def parse(data: bytes) -> None:
-            # In slices: one parse call completes a few thousand entries at most,
-            # however well the document was compressed.
-            for start in range(0, len(data), _FEED_BYTES):
-                batch.extend(parser.feed(data[start : start + _FEED_BYTES]))
+        async def parse(pieces: Iterator[bytes]) -> None:
+            for piece in pieces:
+                batch.extend(parser.feed(piece))
                 if len(batch) >= _BATCH_ENTRIES:
                     await flush()
 
@@ -315,10 +316,7 @@ class _Run:
             # The document's budget bounds a Content-Encoding's inflation too.
             async with aclosing(response.chunks(limit)) as chunks:
                 async for chunk in chunks:
-                    # A gzip file is inflated a slice at a time: a bomb's chunk makes
-                    # at most ~1,000 times the slice (deflate's limit), not the budget.
-                    for start in range(0, len(chunk), INFLATE_SLICE):
-                        await parse(inflater.feed(chunk[start : start + INFLATE_SLICE]))
+                    await parse(inflater.feed(chunk))
                     await flush()  # what this chunk completed goes on at once
             await parse(inflater.close())
             batch.extend(parser.close())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import email.utils
 import time
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Final, final
 
@@ -23,15 +23,13 @@ import trio
 
 from ._exceptions import BulkError, FetchError, ResponseTooLarge, URLBlocked
 from ._policy import EgressPolicy, policy_transport
+from ._sitemap._inflate import PIECE_BYTES, inflate_capped
 
 __all__ = ["FetchLimits", "Fetcher", "Response", "open_fetcher"]
 
 USER_AGENT: Final = "bulk/0.1 (sitemap archiver; +https://github.com/bulk-archiver)"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE: Final = frozenset({429, 502, 503, 504})
-# Compressed bytes inflated at a time (so at most ~16 MiB come out of one call);
-# discovery inflates gzip files in the same slices.
-INFLATE_SLICE: Final = 16 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -95,14 +93,11 @@ class Response:
                 raw_total += len(chunk)
                 if raw_total > limits.max_raw_bytes:
                     raise ResponseTooLarge(f"response body over {limits.max_raw_bytes} bytes")
-                # Compressed bytes are inflated a slice at a time: a bomb's chunk
-                # makes at most ~1,000 times the slice (deflate's limit), not the budget.
-                step = decoder.step or len(chunk) or 1
-                for start in range(0, len(chunk), step):
-                    out = decoder.feed(chunk[start : start + step], max_decoded - decoded_total)
+                # The decoder hands out bounded pieces: a bomb's chunk never comes
+                # out as one huge bytes object.
+                for out in decoder.feed(chunk, max_decoded - decoded_total):
                     decoded_total += len(out)
-                    if out:
-                        yield out
+                    yield out
             tail = decoder.flush(max_decoded - decoded_total)
             if tail:
                 yield tail
@@ -126,39 +121,49 @@ class Response:
 
 
 class _Identity:
-    step: Final = 0  # whole chunks
-
-    def feed(self, data: bytes, budget: int) -> bytes:
+    def feed(self, data: bytes, budget: int) -> Iterator[bytes]:
         if len(data) > budget:
             raise ResponseTooLarge("decoded response over its byte budget")
-        return data
+        return iter((data,) if data else ())
 
     def flush(self, budget: int) -> bytes:
         return b""
 
 
 class _Inflate:
-    """gzip/deflate against a budget: never inflates more than budget + 1 chunk."""
-
-    step: Final = INFLATE_SLICE
+    """gzip/deflate against a budget, in pieces of at most ``PIECE_BYTES``."""
 
     def __init__(self, wbits: int) -> None:
         self._z = zlib.decompressobj(wbits)
         self._raw_deflate_fallback = wbits == zlib.MAX_WBITS  # 'deflate' is often raw
 
-    def feed(self, data: bytes, budget: int) -> bytes:
+    def feed(self, data: bytes, budget: int) -> Iterator[bytes]:
+        """The decoded output of ``data``, lazily, in bounded pieces.
+
+        Raises:
+            ResponseTooLarge: Over ``budget`` (while the pieces are taken).
+            FetchError: Corrupt compressed data (while the pieces are taken).
+        """
+        pieces = inflate_capped(
+            self._z,
+            data,
+            budget=budget,
+            piece=PIECE_BYTES,
+            too_large="decoded response over its byte budget",
+        )
         try:
-            out = self._z.decompress(data, budget + 1)
+            for out in pieces:
+                self._raw_deflate_fallback = False
+                yield out
         except zlib.error:
             if self._raw_deflate_fallback:
+                # Nothing came out yet: start over as raw deflate.
                 self._z = zlib.decompressobj(-zlib.MAX_WBITS)
                 self._raw_deflate_fallback = False
-                return self.feed(data, budget)
+                yield from self.feed(data, budget)
+                return
             raise FetchError("corrupt compressed response") from None
         self._raw_deflate_fallback = False
-        if len(out) > budget or self._z.unconsumed_tail:
-            raise ResponseTooLarge("decoded response over its byte budget")
-        return out
 
     def flush(self, budget: int) -> bytes:
         out = self._z.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from bulk._exceptions import (
 )
 from bulk._fetch import FetchLimits, open_fetcher
 from bulk._policy import EgressPolicy
+from bulk._sitemap._inflate import PIECE_BYTES
 from bulk._urls import parse_http_url
 from tests.conftest import run_cli
 from tests.sitekit import FIXTURES, Route, SiteServer, load_case, routes_from_case
@@ -383,3 +385,22 @@ async def test_no_pages_error_is_the_most_informative(
             with pytest.raises(BulkError) as info:
                 await discover_all(o, fetcher, DiscoverLimits(max_document_bytes=2**20))
     assert info.value.code == code, info.value
+
+
+async def test_content_encoding_is_decoded_in_bounded_pieces() -> None:
+    # 32 MiB of zeros sent as ~32 KB with Content-Encoding: gzip. The decoded body
+    # comes in pieces of at most PIECE_BYTES, whatever the compression ratio.
+    body = bytes(32 * 2**20)
+    server = SiteServer(routes={})
+    server.routes["/zeros.xml"] = Route(
+        body=gzip.compress(body, compresslevel=9), headers={"Content-Encoding": "gzip"}
+    )
+    sizes: list[int] = []
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            async with fetcher.get(server.url("/zeros.xml")) as response:
+                async with aclosing(response.chunks()) as chunks:
+                    async for chunk in chunks:
+                        sizes.append(len(chunk))
+    assert sum(sizes) == len(body)
+    assert max(sizes) <= PIECE_BYTES

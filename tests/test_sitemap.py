@@ -834,8 +834,10 @@ def read_document(data: bytes, url: str) -> tuple[str, list[Entry]]:
     parser = SitemapParser(url)
     entries: list[Entry] = []
     for i in range(0, len(data), 512):
-        entries += parser.feed(inflater.feed(data[i : i + 512]))
-    entries += parser.feed(inflater.close())
+        for piece in inflater.feed(data[i : i + 512]):
+            entries += parser.feed(piece)
+    for piece in inflater.close():
+        entries += parser.feed(piece)
     entries += parser.close()
     return parser.kind, entries
 
@@ -902,8 +904,8 @@ def test_corpus_chunking_does_not_matter(path: Path) -> None:
 
 def inflate(data: bytes, chunk: int = 1000, **kw: Any) -> bytes:
     inflater = Inflater(**kw)
-    out = [inflater.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
-    out.append(inflater.close())
+    out = [b"".join(inflater.feed(data[i : i + chunk])) for i in range(0, len(data), chunk)]
+    out.append(b"".join(inflater.close()))
     return b"".join(out)
 
 
@@ -975,7 +977,8 @@ def test_inflater_gzip_bomb_is_stopped_quickly_and_small() -> None:
         inflater = Inflater(max_output=2**20)
         with pytest.raises(ResponseTooLarge):
             for i in range(0, len(bomb), 65536):
-                inflater.feed(bomb[i : i + 65536])
+                for _ in inflater.feed(bomb[i : i + 65536]):
+                    pass
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -990,9 +993,42 @@ def test_inflater_gzip_bomb_against_the_default_budget() -> None:
     produced = 0
     with pytest.raises(ResponseTooLarge):
         for i in range(0, len(bomb), 65536):
-            produced += len(inflater.feed(bomb[i : i + 65536]))
+            for piece in inflater.feed(bomb[i : i + 65536]):
+                produced += len(piece)
     assert produced <= 50 * 2**20
     assert time.perf_counter() - started < 5.0
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_inflater_caps_each_piece_whatever_the_chunk(layers: int) -> None:
+    # The whole bomb (100 MiB of zeros in ~100 KB) in one feed, under a budget of
+    # 64 MiB: the output still comes one bounded piece at a time, so no caller has to
+    # slice its input, and memory stays at about one piece.
+    bomb = gzip_bomb(100 * 2**20)
+    if layers == 2:
+        bomb = gzip.compress(bomb)
+    inflater = Inflater(max_output=64 * 2**20, max_piece=64 * 1024)
+    sizes: list[int] = []
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseTooLarge):
+            for piece in inflater.feed(bomb):
+                sizes.append(len(piece))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert max(sizes) <= 64 * 1024
+    assert sum(sizes) <= 64 * 2**20
+    assert peak < 2**20 + 3 * len(bomb)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+def test_inflater_pieces_join_to_the_document(piece: int) -> None:
+    for data in (DOC, gzip.compress(DOC), gzip.compress(gzip.compress(DOC))):
+        inflater = Inflater(max_piece=piece)
+        pieces = list(inflater.feed(data)) + list(inflater.close())
+        assert b"".join(pieces) == DOC
+        assert max(map(len, pieces)) <= piece
 
 
 def test_inflater_budget_is_exact() -> None:
@@ -1011,8 +1047,11 @@ def test_inflater_feeds_the_parser() -> None:
     parser = SitemapParser(BASE)
     entries: list[Entry] = []
     for i in range(0, len(data), 10):
-        entries += parser.feed(inflater.feed(data[i : i + 10]))
-    entries += parser.feed(inflater.close()) + parser.close()
+        for piece in inflater.feed(data[i : i + 10]):
+            entries += parser.feed(piece)
+    for piece in inflater.close():
+        entries += parser.feed(piece)
+    entries += parser.close()
     assert entries == [Entry(PAGE, "http://site.test/gz")]
 
 
