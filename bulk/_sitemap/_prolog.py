@@ -15,6 +15,12 @@ reader is handed exactly the text that was scanned (as UTF-8, without its XML
 declaration): what was scanned is what is parsed. Every decision is made on fixed
 prefixes (``_DECL_WINDOW``, ``_PROLOG_WINDOW``, ``_TEXT_WINDOW``), so any chunking
 of the same bytes decides the same way.
+
+Why not defusedxml: its lxml support is deprecated (0.7.1 warns on import) and only
+inspects a tree after the whole document was parsed, which a streaming reader never
+has; its other parsers wrap the stdlib's expat, which cannot recover from the
+malformed sitemaps found in the wild. This guard refuses the same things (DTDs,
+entity and markup declarations, external references) before any parser runs.
 """
 
 from __future__ import annotations
