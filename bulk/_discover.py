@@ -29,6 +29,7 @@ RESPONSE_TOO_LARGE or FETCH_ERROR), else NO_SITEMAP_FOUND (only guesses, which m
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ from ._exceptions import (
     InvalidURL,
     NoSitemapFound,
     NoURLsFound,
+    URLBlocked,
 )
 from ._fetch import Fetcher, Response
 from ._sitemap import Entry, EntryKind, Inflater, SitemapParser, parse_robots
@@ -60,6 +62,8 @@ COMMON_PATHS: Final = (
     "sitemap.xml.gz",
     "wp-sitemap.xml",
 )
+log = logging.getLogger("bulk.discover")
+
 _SITEMAP_SUFFIXES: Final = (".xml", ".xml.gz", ".gz", ".txt", ".rss", ".atom")
 _ROBOTS_LIMIT: Final = 512 * 1024
 # Batches of entries a document may read ahead of its turn.
@@ -129,6 +133,12 @@ def is_sitemap_url(url: ParsedURL) -> bool:
 _E = TypeVar("_E", bound=BulkError)
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` (short), for a warning about ``exc``."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _naming(url: str, exc: _E) -> _E:
     """``exc`` with the document's URL in its message (the one line a user sees)."""
     if url in exc.message:
@@ -159,6 +169,8 @@ class _Run:
         self.hosts: set[str] = set()
         # Guessed URLs (the common paths): their failures are expected, not errors.
         self.probes: frozenset[str] = frozenset()
+        # The sitemap URL the user gave (its own InvalidURL is theirs to hear about).
+        self.given: frozenset[str] = frozenset()
         # Documents that turned out to be sitemaps (any recognised format), and
         # whether one of them lists pages rather than sitemaps only.
         self.found_sitemap = False
@@ -269,14 +281,27 @@ class _Run:
                 self.refusals.append(_naming(url, exc))
                 self.warn(url, exc)
             except InvalidURL as exc:
-                # A malformed entry of the site's own: never the user's usage error.
+                # A malformed entry of the site's own is never the user's usage error;
+                # the sitemap URL the user gave is.
                 self.warn(url, exc)
+                if url in self.given:
+                    self.failures.append(exc)
             except BulkError as exc:  # FetchError (ResponseTooLarge...), URLBlocked
                 self.warn(url, exc)
                 if url not in self.probes:
                     self.failures.append(_naming(url, exc))
                 if not responded and isinstance(exc, FetchError):
                     self.unreachable.append(exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the reader is gone (enough pages): nobody wants the rest
+            except Exception as exc:
+                # Whatever went wrong in one document (a parser, httpx or idna
+                # disagreeing with the policy, a bug), discovery goes on without it.
+                log.warning("reading %s failed", url, exc_info=True)
+                failure = FetchError(f"{url}: could not be read ({_describe(exc)})")
+                self.warn(url, failure)
+                if url not in self.probes:
+                    self.failures.append(failure)
 
     async def _read_response(
         self, url: str, response: Response, send: trio.MemorySendChannel[list[Entry]]
@@ -363,6 +388,16 @@ async def _robots_sitemaps(run: _Run, origin: str) -> list[str] | None:
             return None
         run.warn(robots_url, exc, "; robots.txt ignored")
         return []
+    except (InvalidURL, URLBlocked):
+        raise  # the site itself (or where its robots.txt redirects) is refused
+    except Exception as exc:
+        # Never an uncoded error out of discovery: an unreadable robots.txt is an
+        # empty one (an origin that never answered: unreachable).
+        log.warning("reading %s failed", robots_url, exc_info=True)
+        if not responded:
+            return None
+        run.warn(robots_url, FetchError(_describe(exc)), "; robots.txt ignored")
+        return []
     text = body.decode("utf-8", errors="replace")
     return parse_robots(text, final)
 
@@ -437,6 +472,7 @@ async def _discover(run: _Run, candidates: list[ParsedURL], sitemap: bool | None
         # The sitemap is the whole scope; a bare domain tries https, then http.
         for cand in candidates:
             run.result.site = cand.origin
+            run.given = frozenset({cand.href})
             run.unreachable.clear()
             run.failures.clear()
             await run.expand([cand.href], 1)

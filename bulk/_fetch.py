@@ -11,6 +11,7 @@ size and time of every response.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -21,7 +22,7 @@ import attrs
 import httpx
 import trio
 
-from ._exceptions import BulkError, FetchError, ResponseTooLarge, URLBlocked
+from ._exceptions import BulkError, FetchError, InvalidURL, ResponseTooLarge, URLBlocked
 from ._policy import EgressPolicy, policy_transport
 from ._sitemap._inflate import PIECE_BYTES, inflate_capped
 
@@ -221,15 +222,26 @@ def _policy_error(exc: BaseException) -> BulkError | None:
 
 
 def _retry_after(headers: httpx.Headers, cap: float) -> float:
+    """Seconds to wait before retrying, from ``Retry-After``, always within ``[0, cap]``.
+
+    The header is delay-seconds or an HTTP date; anything else (``soon``, a date
+    out of range, digits that are not ASCII) means the default of one second: a
+    server's malformed header is never an error of ours.
+    """
+    default = min(1.0, cap)
     value = headers.get("retry-after", "").strip()
     if not value:
-        return min(1.0, cap)
-    if value.isdigit():
+        return default
+    if value.isascii() and value.isdigit():
         return min(float(value), cap)
-    when = email.utils.parsedate_to_datetime(value) if value else None
-    if when is None:
-        return min(1.0, cap)
-    return max(0.0, min(when.timestamp() - time.time(), cap))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError, OSError):
+        return default
+    if math.isnan(seconds):
+        return default
+    return max(0.0, min(seconds, cap))
 
 
 @final
@@ -258,8 +270,10 @@ class Fetcher:
             means and must not parse its body).
 
         Raises:
-            URLBlocked / InvalidURL: The URL or a redirect target is refused by the policy.
-            FetchError: Transport failure, too many redirects, or the time cap passed.
+            URLBlocked / InvalidURL: The URL is refused by the policy, or cannot be
+                requested at all (a host httpx's IDNA rules refuse).
+            FetchError: Transport failure, a bad redirect, too many redirects, or the
+                time cap passed.
         """
         limits = self.limits
         attempts = 1 + (limits.retries if retry else 0)
@@ -292,11 +306,21 @@ class Fetcher:
         chain: list[str] = []
         current = self.policy.check_url(url).href
         for _ in range(self.limits.max_redirects + 1):
+            try:
+                # httpx parses the URL again (its own IDNA rules): a host the policy's
+                # parser accepts may still be refused here, before any I/O.
+                request = self._client.build_request("GET", current)
+            except (httpx.InvalidURL, ValueError) as exc:  # idna.IDNAError is a ValueError
+                if chain:
+                    raise FetchError(
+                        f"bad redirect from {chain[-1]}: {_reason(exc)}",
+                        details={"location": current[:200]},
+                    ) from None
+                raise InvalidURL(f"cannot request {current[:200]}: {_reason(exc)}") from None
             self.requests += 1
-            request = self._client.build_request("GET", current)
             try:
                 raw = await self._client.send(request, stream=True)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
                 blocked = _policy_error(exc)
                 if blocked is not None:
                     raise blocked from None

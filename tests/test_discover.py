@@ -7,9 +7,13 @@ import json
 import math
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulk._discover import DiscoverLimits, discover, discover_all, is_sitemap_url
 from bulk._exceptions import (
@@ -19,7 +23,7 @@ from bulk._exceptions import (
     ResponseTooLarge,
     URLBlocked,
 )
-from bulk._fetch import FetchLimits, open_fetcher
+from bulk._fetch import FetchLimits, _retry_after, open_fetcher
 from bulk._policy import EgressPolicy
 from bulk._sitemap._inflate import PIECE_BYTES
 from bulk._urls import parse_http_url
@@ -397,10 +401,158 @@ async def test_content_encoding_is_decoded_in_bounded_pieces() -> None:
     )
     sizes: list[int] = []
     with server:
-        async with open_fetcher(LOOPBACK) as fetcher:
-            async with fetcher.get(server.url("/zeros.xml")) as response:
-                async with aclosing(response.chunks()) as chunks:
-                    async for chunk in chunks:
-                        sizes.append(len(chunk))
+        async with (
+            open_fetcher(LOOPBACK) as fetcher,
+            fetcher.get(server.url("/zeros.xml")) as response,
+            aclosing(response.chunks()) as chunks,
+        ):
+            async for chunk in chunks:
+                sizes.append(len(chunk))
     assert sum(sizes) == len(body)
     assert max(sizes) <= PIECE_BYTES
+
+
+# ---- item: no input makes discovery end in a traceback ------------------------------------
+
+
+async def _no_dns(host: str, port: int) -> list[Any]:
+    """A resolver that never resolves: no test may look a real name up."""
+    raise OSError(f"no DNS in tests ({host})")
+
+
+NO_DNS = EgressPolicy(allow=("127.0.0.1/32",), resolver=_no_dns)
+# Hosts ada accepts and httpx's IDNA codec refuses (the first is a registered domain).
+IDNA_HOSTS = ("xn--ls8h.la", "xn--zz.com", "xn--a.com")
+
+
+async def test_robots_sitemap_lines_on_hosts_httpx_refuses_are_skipped() -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    lines = "".join(f"Sitemap: https://{host}/sitemap.xml\n" for host in IDNA_HOSTS)
+    server.routes["/robots.txt"] = Route(body=lines + f"Sitemap: {o}/ok.xml\n")
+    server.routes["/ok.xml"] = Route(body=_big_urlset(o, 2))
+    with server:
+        async with open_fetcher(NO_DNS) as fetcher:
+            urls, result = await discover_all(o, fetcher)
+    assert urls == [f"{o}/p0", f"{o}/p1"]
+    for host in IDNA_HOSTS:
+        assert any(host in w for w in result.warnings), (host, result.warnings)
+
+
+async def test_index_children_on_hosts_httpx_refuses_are_skipped() -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    children = [f"https://{host}/child.xml" for host in IDNA_HOSTS] + [f"{o}/ok.xml"]
+    server.routes["/index.xml"] = Route(
+        body="<sitemapindex>"
+        + "".join(f"<sitemap><loc>{c}</loc></sitemap>" for c in children)
+        + "</sitemapindex>"
+    )
+    server.routes["/ok.xml"] = Route(body=_big_urlset(o, 2))
+    with server:
+        async with open_fetcher(NO_DNS) as fetcher:
+            urls, _ = await discover_all(f"{o}/index.xml", fetcher)
+    assert urls == [f"{o}/p0", f"{o}/p1"]
+
+
+async def test_a_redirect_to_a_host_httpx_refuses_fails_that_child_only() -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    server.routes["/index.xml"] = Route(
+        body=f"<sitemapindex><sitemap><loc>{o}/moved.xml</loc></sitemap>"
+        f"<sitemap><loc>{o}/ok.xml</loc></sitemap></sitemapindex>"
+    )
+    server.routes["/moved.xml"] = Route(redirect="https://xn--ls8h.la/sitemap.xml", status=302)
+    server.routes["/ok.xml"] = Route(body=_big_urlset(o, 2))
+    with server:
+        async with open_fetcher(NO_DNS) as fetcher:
+            urls, result = await discover_all(f"{o}/index.xml", fetcher)
+    assert urls == [f"{o}/p0", f"{o}/p1"]
+    assert any("moved.xml" in w and "FETCH_ERROR" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("host", IDNA_HOSTS)
+async def test_a_sitemap_url_httpx_refuses_is_a_coded_error(host: str) -> None:
+    async with open_fetcher(NO_DNS) as fetcher:
+        with pytest.raises(BulkError) as info:
+            await discover_all(f"https://{host}/sitemap.xml", fetcher)
+        with pytest.raises(BulkError) as site_info:
+            await discover_all(f"https://{host}/", fetcher)
+    # Refused before any I/O; once the policy refuses such hosts itself, INVALID_URL
+    # too. (FETCH_ERROR if a fetcher ever accepts them: this resolver resolves nothing.)
+    assert info.value.code in ("INVALID_URL", "FETCH_ERROR"), info.value
+    assert site_info.value.code in ("INVALID_URL", "FETCH_ERROR"), site_info.value
+
+
+RETRY_AFTER_VALUES = [
+    "soon",
+    "",
+    "\u00b2",  # a digit to str.isdigit, not to float()
+    "1.5",
+    "-1",
+    "99999999999999999999999999999",
+    "Mon, 01 Jan 0001 00:00:00 GMT",
+    "Fri, 31 Dec 9999 23:59:59 +9999",
+    "Wed, 21 Oct 2015 07:28:00 GMT",
+    "Thu, 32 Foo 2024 99:99:99 GMT",
+]
+
+
+@pytest.mark.parametrize("value", RETRY_AFTER_VALUES)
+async def test_any_retry_after_value_is_a_bounded_wait(value: str) -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    calls = {"n": 0}
+
+    def busy_once(h):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            SiteServer._send(h, 429, b"slow down", "text/plain", {"Retry-After": value})
+        else:
+            SiteServer._send(h, 200, _big_urlset(o, 2), "application/xml", {})
+
+    server.routes["/sitemap.xml"] = Route(handler=busy_once)
+    with server:
+        async with open_fetcher(LOOPBACK, FetchLimits(retry_after_cap=0.2)) as fetcher:
+            with trio.fail_after(10):
+                urls, _ = await discover_all(f"{o}/sitemap.xml", fetcher)
+    assert urls == [f"{o}/p0", f"{o}/p1"]
+    assert calls["n"] == 2
+
+
+def test_retry_after_soon_through_the_cli() -> None:
+    routes = {
+        "/sitemap.xml": Route(
+            status=503, body="busy", headers={"Retry-After": "soon"}, content_type="text/plain"
+        )
+    }
+    with SiteServer(routes=routes) as server:
+        result = run_cli("discover", server.url("/sitemap.xml"), "--allow-private")
+    assert result.code == 1, result.stderr
+    assert result.stderr.startswith("NO_SITEMAP_FOUND:") or result.stderr.startswith(
+        "FETCH_ERROR:"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(server.hits("/sitemap.xml")) == 2
+
+
+_HEADER_BYTES = st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b)
+_HTTP_DATES = st.builds(
+    "{}, {:02d} {} {:04d} {:02d}:{:02d}:{:02d} {}".format,
+    st.sampled_from(["Mon", "Tue", "Sun", "Xyz"]),
+    st.integers(0, 40),
+    st.sampled_from(["Jan", "Feb", "Dec", "Foo"]),
+    st.integers(0, 9999),
+    st.integers(0, 99),
+    st.integers(0, 99),
+    st.integers(0, 99),
+    st.sampled_from(["GMT", "UTC", "+0000", "-2359", "+9999", "EST", ""]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_HEADER_BYTES, _HTTP_DATES.map(str.encode), st.text(max_size=12).map(str.encode)))
+def test_retry_after_is_always_within_the_cap(value: bytes) -> None:
+    headers = httpx.Headers([(b"retry-after", value)])
+    delay = _retry_after(headers, 5.0)
+    assert 0.0 <= delay <= 5.0
