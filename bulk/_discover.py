@@ -9,7 +9,7 @@
 Documents are fetched a few ahead of the one being read (``lookahead``) so a site with
 an index of 20 children costs about one round trip per 4 children, yet the output
 keeps the sitemaps' own order. Each document streams into its own small channel, so
-memory stays bounded and reading stops as soon as ``max_pages`` URLs are in hand.
+memory stays bounded.
 
 Entries cross that channel in batches (what one network chunk completed, split at
 ``_BATCH_ENTRIES``, so a well-compressed chunk cannot make one batch huge), and page
@@ -19,6 +19,25 @@ one per URL would make a sitemap of 50,000 URLs take seconds instead of a fracti
 A full channel still blocks (``send``), so a slow receiver holds discovery back, and
 at most ``lookahead`` x (``_CHANNEL_BATCHES`` + 1) batches per index level being read
 are in flight.
+
+Budgets (a hostile site cannot make one discovery unbounded), and what is skipped:
+
+- ``max_sitemaps`` documents are fetched in all (the library's and the API's default
+  is 100; the CLI scales it with ``--max-pages``, see ``max_sitemaps_for``), index
+  nesting is followed ``max_depth`` levels deep, and the whole takes at most
+  ``total_timeout``. Expansion is depth-first, so nesting is read to its full depth
+  before later siblings spend the budget.
+- A child sitemap on another host than its index is not fetched (sitemaps.org: an
+  index lists sitemaps of its own site); robots.txt ``Sitemap:`` lines may point
+  anywhere, as Google allows, within the same budget.
+- Relative ``<loc>`` values are skipped (``_sitemap``), and a child that cannot be
+  read is skipped: both are counted (``Discovery.skipped``), never fatal.
+- Once ``max_pages`` URLs are sent, the output channel is closed and reading goes on
+  for a moment, counting (``count_limit`` URLs, ``count_timeout`` seconds), so that
+  ``Discovery.found`` can say how many URLs the sitemaps list in all.
+
+Every limit that cut the list is named in ``Discovery.reasons`` (``truncated`` is then
+true); ``warnings`` says what happened in words.
 
 When nothing is found, the error says why, most informative first: a sitemap that
 lists no usable page (NO_URLS_FOUND), a sitemap refused as hostile (INVALID_SITEMAP),
@@ -34,7 +53,7 @@ import math
 from collections import deque
 from collections.abc import Iterator
 from contextlib import aclosing
-from typing import Final, TypeVar, final
+from typing import Any, Final, Literal, TypeAlias, TypeVar, final
 
 import attrs
 import trio
@@ -47,13 +66,23 @@ from ._exceptions import (
     NoSitemapFound,
     NoURLsFound,
     URLBlocked,
+    ValidationError,
 )
 from ._fetch import Fetcher, Response
 from ._sitemap import Entry, EntryKind, Inflater, SitemapParser, parse_robots
 from ._urls import ParsedURL, parse_http_url, site_candidates
 from ._util import open_owned_nursery
 
-__all__ = ["DiscoverLimits", "Discovery", "discover", "discover_all", "is_sitemap_url"]
+__all__ = [
+    "DEFAULT_MAX_SITEMAPS",
+    "DiscoverLimits",
+    "Discovery",
+    "StopReason",
+    "discover",
+    "discover_all",
+    "is_sitemap_url",
+    "max_sitemaps_for",
+]
 
 COMMON_PATHS: Final = (
     "sitemap.xml",
@@ -76,33 +105,81 @@ _BATCH_ENTRIES: Final = 4096
 _PAGE_KINDS: Final = frozenset({"urlset", "rss", "atom", "text"})
 
 
+#: Sitemap documents one discovery fetches unless told otherwise (the API's budget).
+DEFAULT_MAX_SITEMAPS: Final = 100
+# The CLI's budget grows with --max-pages (one document per this many pages) up to
+# the most one sitemap index may list.
+_PAGES_PER_SITEMAP: Final = 10
+_MAX_SCALED_SITEMAPS: Final = 50_000
+# Warnings kept in ``Discovery.to_json`` (the API status), and their length.
+_REPORTED_WARNINGS: Final = 20
+_WARNING_CHARS: Final = 300
+
+#: Why a discovery's list is incomplete: ``max_pages`` (more URLs than asked for),
+#: ``max_sitemaps`` / ``max_depth`` / ``timeout`` (a budget ran out),
+#: ``incomplete_document`` (a document over its byte budget or cut off midway).
+StopReason: TypeAlias = Literal[
+    "max_pages", "max_sitemaps", "max_depth", "timeout", "incomplete_document"
+]
+#: ``Discovery.skipped`` keys.
+SKIPPED_RELATIVE: Final = "relative_loc"
+SKIPPED_CROSS_HOST: Final = "cross_host_sitemap"
+SKIPPED_FAILED: Final = "failed_sitemap"
+
+
+def max_sitemaps_for(max_pages: int) -> int:
+    """The sitemap-document budget that suits a page limit (the CLI's default).
+
+    One document per ``_PAGES_PER_SITEMAP`` pages, never below ``DEFAULT_MAX_SITEMAPS``
+    nor above 50,000 (the most one sitemap index may list).
+    """
+    return max(DEFAULT_MAX_SITEMAPS, min(max_pages // _PAGES_PER_SITEMAP, _MAX_SCALED_SITEMAPS))
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if value < low:
+        raise ValidationError(f"{name} must be at least {low:g}", field=name)
+
+
 @attrs.frozen(kw_only=True)
 class DiscoverLimits:
     """Bounds of one discovery (a hostile site cannot make it unbounded).
 
     Args:
-        max_pages: Stop once this many unique page URLs are in hand.
+        max_pages: Send at most this many unique page URLs.
         same_host: Keep only URLs on the site's host.
         max_depth: Sitemap index nesting followed (the top level is 1).
-        max_sitemaps: Sitemap documents fetched in all.
+        max_sitemaps: Sitemap documents fetched in all (probes, robots.txt lines and
+            index children alike; robots.txt itself is not one).
         max_document_bytes: Decompressed bytes read from one document (the protocol's
             limit is 50 MB; like ultimate-sitemap-parser, twice that is accepted).
             Memory does not grow with it: documents are parsed as they stream.
         total_timeout: Seconds for the whole discovery.
         lookahead: Documents fetched ahead of the one being read, per level.
+        count_limit: Unique URLs counted in all (sent or not) to tell how many the
+            sitemaps list (``Discovery.found``); past it, ``found`` is unknown.
+        count_timeout: Seconds spent counting once ``max_pages`` URLs are sent
+            (0: stop at once; ``found`` is then unknown when there are more).
+
+    Raises:
+        ValidationError: A bound below its minimum (names the field).
     """
 
     max_pages: int = 100
     same_host: bool = False
     max_depth: int = 5
-    max_sitemaps: int = 1000
+    max_sitemaps: int = DEFAULT_MAX_SITEMAPS
     max_document_bytes: int = 100 * 2**20
     total_timeout: float = 120.0
     lookahead: int = 4
+    count_limit: int = 100_000
+    count_timeout: float = 2.0
 
     def __attrs_post_init__(self) -> None:
-        if self.max_pages < 1:
-            raise ValueError("max_pages must be at least 1")
+        for name in ("max_pages", "max_depth", "max_sitemaps", "max_document_bytes", "lookahead"):
+            _at_least(name, getattr(self, name), 1)
+        _at_least("count_limit", self.count_limit, 0)
+        _at_least("count_timeout", self.count_timeout, 0)
 
 
 @final
@@ -110,18 +187,57 @@ class DiscoverLimits:
 class Discovery:
     """What a discovery found, filled in as it runs.
 
-    ``truncated`` means some page URLs were not read: ``max_pages`` was reached, a
-    limit passed, or a document was cut off; ``warnings`` says which.
+    Attributes:
+        site: The origin the sitemaps were found for.
+        sitemaps: Final URLs of the sitemap documents read, in order.
+        pages: Unique page URLs sent.
+        found: Unique page URLs the documents read list in all (``pages`` and those
+            past ``max_pages``), when known: ``None`` when counting stopped first.
+        requests: HTTP requests made.
+        truncated: Some page URLs were not sent; ``reasons`` says why.
+        reasons: Every ``StopReason`` that cut the list, in the order met.
+        skipped: How many values and documents were skipped, by kind:
+            ``relative_loc`` (``<loc>`` values that are not absolute URLs),
+            ``cross_host_sitemap`` (index children on another host, not fetched),
+            ``failed_sitemap`` (documents asked for by name that could not be read).
+        warnings: What happened, in words (one line each).
+        refused: Sitemaps refused as hostile (they decide INVALID_SITEMAP).
     """
 
     site: str = ""
     sitemaps: list[str] = attrs.field(factory=list)
     pages: int = 0
+    found: int | None = None
     requests: int = 0
     truncated: bool = False
+    reasons: list[StopReason] = attrs.field(factory=list)
+    skipped: dict[str, int] = attrs.field(
+        factory=lambda: {SKIPPED_RELATIVE: 0, SKIPPED_CROSS_HOST: 0, SKIPPED_FAILED: 0}
+    )
     warnings: list[str] = attrs.field(factory=list)
-    # Sitemaps refused as hostile or unreadable (they decide INVALID_SITEMAP).
     refused: int = 0
+
+    def stop(self, reason: StopReason, message: str = "") -> None:
+        """Record that ``reason`` cut the list (its ``message`` once, as a warning)."""
+        self.truncated = True
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+            if message:
+                self.warnings.append(message)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON values (the API's job status shows it as ``discovery``)."""
+        return {
+            "site": self.site,
+            "sitemaps": len(self.sitemaps),
+            "pages": self.pages,
+            "found": self.found,
+            "truncated": self.truncated,
+            "reasons": list(self.reasons),
+            "skipped": dict(self.skipped),
+            "requests": self.requests,
+            "warnings": [w[:_WARNING_CHARS] for w in self.warnings[:_REPORTED_WARNINGS]],
+        }
 
 
 def is_sitemap_url(url: ParsedURL) -> bool:
@@ -147,7 +263,24 @@ def _naming(url: str, exc: _E) -> _E:
 
 
 class _Enough(Exception):
-    """max_pages reached: unwinds the expansion (caught in ``discover``)."""
+    """Counting went as far as allowed: unwinds the expansion (caught in ``discover``)."""
+
+
+@final
+@attrs.define
+class _Doc:
+    """One document being read: where it was asked for, where it answered from."""
+
+    url: str
+    #: Hosts its children may be on: the one asked, every redirect hop's, the final one.
+    hosts: set[str] = attrs.field(factory=set)
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return parse_http_url(url).hostname
+    except InvalidURL:
+        return None
 
 
 @final
@@ -180,10 +313,20 @@ class _Run:
         self.failures: list[BulkError] = []
         # Requests that got no response at all (a bare domain then tries http).
         self.unreachable: list[FetchError] = []
-        self._warned_max_sitemaps = False
+        # max_pages URLs were sent: the rest is only counted (see the module doc).
+        self.counting = False
+        self.scope: trio.CancelScope | None = None
+        # The first value skipped of each kind, and where, for the warnings.
+        self.first_relative: tuple[str, str] | None = None
+        self.first_cross_host: tuple[str, str] | None = None
 
     def warn(self, url: str, exc: BulkError, note: str = "") -> None:
         self.result.warnings.append(f"{url}: {exc.code}: {exc.message}{note}")
+
+    def failed(self, url: str) -> None:
+        """A document asked for by name (not a guess) could not be read."""
+        if url not in self.probes:
+            self.result.skipped[SKIPPED_FAILED] += 1
 
     def no_pages_error(self, site: str) -> BulkError:
         """The most informative reason why no page URL was found (see the module doc)."""
@@ -196,6 +339,24 @@ class _Run:
         if self.found_sitemap:
             return NoURLsFound(f"the sitemap indexes of {site} lead to no usable page URL")
         return NoSitemapFound(f"no sitemap found for {site}")
+
+    def summarise_skipped(self) -> None:
+        """One warning per kind of value skipped (the counts are in ``skipped``)."""
+        skipped = self.result.skipped
+        count = skipped[SKIPPED_RELATIVE]
+        if count and self.first_relative is not None:
+            value, url = self.first_relative
+            self.result.warnings.append(
+                f"{count} <loc> value{'s' if count > 1 else ''} skipped: not an absolute URL "
+                f"(the first: {value!r} in {url})"
+            )
+        count = skipped[SKIPPED_CROSS_HOST]
+        if count and self.first_cross_host is not None:
+            child, url = self.first_cross_host
+            self.result.warnings.append(
+                f"{count} child sitemap{'s' if count > 1 else ''} skipped: not on the host of "
+                f"their index (the first: {child} in {url})"
+            )
 
     async def emit(self, entries: list[Entry], children: list[str]) -> None:
         """Send the new page URLs of ``entries`` on; collect the sitemaps in ``children``."""
@@ -214,6 +375,9 @@ class _Run:
             if same_host and parse_http_url(url).hostname not in self.hosts:
                 continue
             seen.add(url)
+            if self.counting:
+                self.count_one_more()
+                continue
             result.pages += 1
             # No checkpoint per URL while the receiver keeps up (see the module doc);
             # a full channel still blocks, so a slow consumer still holds discovery back.
@@ -222,72 +386,112 @@ class _Run:
             except trio.WouldBlock:
                 await send.send(url)
             if result.pages >= max_pages:
-                raise _Enough
+                self.start_counting()
+
+    def start_counting(self) -> None:
+        """``max_pages`` URLs sent: the receiver is done; go on only to count."""
+        self.counting = True
+        self.send.close()
+        limits = self.limits
+        if limits.count_timeout <= 0:
+            raise _Enough
+        assert self.scope is not None
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + limits.count_timeout)
+
+    def count_one_more(self) -> None:
+        """One unique URL past ``max_pages``: the limit did cut the list."""
+        self.result.stop("max_pages")
+        if self.limits.count_timeout <= 0 or len(self.seen_pages) >= self.limits.count_limit:
+            raise _Enough
+
+    def children_on_host(self, doc: _Doc, children: list[str]) -> list[str]:
+        """The children of an index that are on its host (the others skipped, counted)."""
+        kept: list[str] = []
+        for child in children:
+            if _hostname(child) in doc.hosts:
+                kept.append(child)
+                continue
+            self.result.skipped[SKIPPED_CROSS_HOST] += 1
+            if self.first_cross_host is None:
+                self.first_cross_host = (child, doc.url)
+        return kept
 
     async def expand(self, urls: list[str], depth: int) -> None:
         """Read ``urls`` (siblings) in order, fetching up to ``lookahead`` ahead."""
+        limits = self.limits
         async with open_owned_nursery() as nursery:
-            pending: deque[trio.MemoryReceiveChannel[list[Entry]]] = deque()
+            pending: deque[tuple[_Doc, trio.MemoryReceiveChannel[list[Entry]]]] = deque()
             queue = deque(urls)
 
             def start_next() -> None:
-                while queue and len(pending) < self.limits.lookahead:
+                while queue and len(pending) < limits.lookahead:
                     url = queue.popleft()
                     if url in self.visited:
                         continue
-                    if self.documents >= self.limits.max_sitemaps:
-                        self.result.truncated = True
-                        if not self._warned_max_sitemaps:
-                            self._warned_max_sitemaps = True
-                            self.result.warnings.append(
-                                f"stopped at {self.limits.max_sitemaps} sitemaps"
-                            )
+                    if self.documents >= limits.max_sitemaps:
+                        self.result.stop(
+                            "max_sitemaps",
+                            f"stopped after {limits.max_sitemaps} sitemap documents "
+                            "(max_sitemaps); the sitemaps listed after that were not read",
+                        )
                         queue.clear()
                         return
                     self.documents += 1
                     self.visited.add(url)
+                    doc = _Doc(url)
                     send, recv = trio.open_memory_channel[list[Entry]](_CHANNEL_BATCHES)
-                    nursery.start_soon(self.read_document, url, send)
-                    pending.append(recv)
+                    nursery.start_soon(self.read_document, doc, send)
+                    pending.append((doc, recv))
 
             start_next()
             while pending:
-                recv = pending.popleft()
+                doc, recv = pending.popleft()
                 children: list[str] = []
                 async with recv:
                     async for entries in recv:
                         await self.emit(entries, children)
                 start_next()
                 if children:
-                    if depth >= self.limits.max_depth:
-                        self.result.truncated = True
-                        self.result.warnings.append(
-                            f"sitemap index nesting deeper than {self.limits.max_depth} ignored"
-                        )
-                    else:
-                        await self.expand(children, depth + 1)
+                    children = self.children_on_host(doc, children)
+                if not children:
+                    continue
+                if depth >= limits.max_depth:
+                    self.result.stop(
+                        "max_depth",
+                        f"sitemap index nesting deeper than {limits.max_depth} levels not read",
+                    )
+                else:
+                    await self.expand(children, depth + 1)
 
-    async def read_document(self, url: str, send: trio.MemorySendChannel[list[Entry]]) -> None:
+    async def read_document(self, doc: _Doc, send: trio.MemorySendChannel[list[Entry]]) -> None:
         """Fetch and parse one document into ``send``; its failure is noted, not raised."""
+        url = doc.url
         async with send:
             responded = False
             try:
                 async with self.fetcher.get(url) as response:
                     responded = True
                     self.result.requests = self.fetcher.requests
+                    for hop in (url, *response.redirect_chain, response.url):
+                        host = _hostname(hop)
+                        if host is not None:
+                            doc.hosts.add(host)
                     await self._read_response(url, response, send)
             except InvalidSitemap as exc:
                 self.result.refused += 1
                 self.refusals.append(_naming(url, exc))
                 self.warn(url, exc)
+                self.failed(url)
             except InvalidURL as exc:
                 # A malformed entry of the site's own is never the user's usage error;
                 # the sitemap URL the user gave is.
                 self.warn(url, exc)
+                self.failed(url)
                 if url in self.given:
                     self.failures.append(exc)
             except BulkError as exc:  # FetchError (ResponseTooLarge...), URLBlocked
                 self.warn(url, exc)
+                self.failed(url)
                 if url not in self.probes:
                     self.failures.append(_naming(url, exc))
                 if not responded and isinstance(exc, FetchError):
@@ -300,6 +504,7 @@ class _Run:
                 log.warning("reading %s failed", url, exc_info=True)
                 failure = FetchError(f"{url}: could not be read ({_describe(exc)})")
                 self.warn(url, failure)
+                self.failed(url)
                 if url not in self.probes:
                     self.failures.append(failure)
 
@@ -313,6 +518,7 @@ class _Run:
         if not response.ok:
             # The body of an error response is never parsed.
             self.result.warnings.append(f"{url}: HTTP {response.status}")
+            self.failed(url)
             return
         limit = self.limits.max_document_bytes
         # Pieces of at most _FEED_BYTES: one parse call completes a few thousand
@@ -351,11 +557,20 @@ class _Run:
             if not sent:
                 raise  # nothing read: the document failed (refused, too large...)
             # Over a limit or cut off: what was read counts, and the loss is said.
-            self.result.truncated = True
+            self.result.stop("incomplete_document")
             self.warn(url, exc, "; the rest of this sitemap was not read")
             return
+        finally:
+            self._count_skipped(response.url, parser)
         if not sent and parser.kind in ("urlset", "sitemapindex", "rss", "atom"):
             self._count_sitemap(response.url, parser.kind)
+
+    def _count_skipped(self, url: str, parser: SitemapParser) -> None:
+        skipped = parser.skipped
+        if skipped.relative:
+            self.result.skipped[SKIPPED_RELATIVE] += skipped.relative
+            if self.first_relative is None and skipped.first_relative is not None:
+                self.first_relative = (skipped.first_relative, url)
 
     def _count_sitemap(self, url: str, kind: str) -> None:
         self.found_sitemap = True
@@ -450,16 +665,19 @@ async def discover(
         for cand in candidates:
             fetcher.policy.check_url(cand)  # URL_BLOCKED before any request
         with trio.move_on_after(limits.total_timeout) as scope:
+            run.scope = scope
             try:
                 await _discover(run, candidates, sitemap)
             except _Enough:
-                result.truncated = True
-        if scope.cancelled_caught:
-            result.truncated = True
-            result.warnings.append(f"discovery stopped after {limits.total_timeout:g} s")
+                pass  # counted as far as allowed: how many there are is not known
+            else:
+                result.found = len(run.seen_pages)
+        if scope.cancelled_caught and not run.counting:
+            result.stop("timeout", f"discovery stopped after {limits.total_timeout:g} s")
             if result.pages == 0:
                 raise FetchError(f"discovery took longer than {limits.total_timeout:g} s")
     result.requests = fetcher.requests
+    run.summarise_skipped()
     if result.pages == 0:
         raise run.no_pages_error(site)
     return result
@@ -475,6 +693,7 @@ async def _discover(run: _Run, candidates: list[ParsedURL], sitemap: bool | None
             run.given = frozenset({cand.href})
             run.unreachable.clear()
             run.failures.clear()
+            run.result.skipped[SKIPPED_FAILED] = 0
             await run.expand([cand.href], 1)
             if run.found_sitemap or not run.unreachable:
                 return

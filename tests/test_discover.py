@@ -15,13 +15,20 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulk._discover import DiscoverLimits, discover, discover_all, is_sitemap_url
+from bulk._discover import (
+    DiscoverLimits,
+    discover,
+    discover_all,
+    is_sitemap_url,
+    max_sitemaps_for,
+)
 from bulk._exceptions import (
     BulkError,
     FetchError,
     NoSitemapFound,
     ResponseTooLarge,
     URLBlocked,
+    ValidationError,
 )
 from bulk._fetch import FetchLimits, _retry_after, open_fetcher
 from bulk._policy import EgressPolicy
@@ -52,6 +59,8 @@ def test_corpus_case_through_cli(case_dir: Path) -> None:
             *case.get("args", []),
         )
         expect = case["expect"]
+        for part in expect.get("stderr", []):
+            assert part.replace("{origin}", server.origin) in result.stderr, result.stderr
         if "urls" in expect:
             assert result.code == 0, result.stderr
             want = [u.replace("{origin}", server.origin) for u in expect["urls"]]
@@ -175,8 +184,10 @@ async def test_index_fan_out_and_sitemap_cap() -> None:
                     f"{o}/sitemap.xml", fetcher, DiscoverLimits(max_pages=10_000, max_sitemaps=50)
                 )
     assert len(urls) == 49  # the index itself is one of the 50 documents
-    assert result.truncated
-    assert any("50 sitemaps" in w for w in result.warnings)
+    assert result.truncated and result.reasons == ["max_sitemaps"]
+    assert any("50 sitemap documents" in w for w in result.warnings)
+    assert result.found == 49
+    assert len([r for r in server.requests if r.path.startswith("/c")]) == 49
 
 
 async def test_gzip_bomb_is_cut_at_the_budget() -> None:
@@ -301,10 +312,11 @@ async def test_max_pages_cancels_documents_read_ahead() -> None:
         async with open_fetcher(LOOPBACK) as fetcher:
             with trio.fail_after(5):
                 urls, result = await discover_all(
-                    f"{o}/index.xml", fetcher, DiscoverLimits(max_pages=10)
+                    f"{o}/index.xml", fetcher, DiscoverLimits(max_pages=10, count_timeout=0.5)
                 )
     assert urls == [f"{o}/a{i}" for i in range(10)]
-    assert result.truncated
+    assert result.truncated and result.reasons == ["max_pages"]
+    assert result.found is None  # the slow children were not waited for to count
 
 
 async def test_unreadable_robots_txt_is_an_empty_one() -> None:
@@ -556,3 +568,218 @@ def test_retry_after_is_always_within_the_cap(value: bytes) -> None:
     headers = httpx.Headers([(b"retry-after", value)])
     delay = _retry_after(headers, 5.0)
     assert 0.0 <= delay <= 5.0
+
+
+# ---- budgets, the host rule, what is skipped and what was found --------------------------
+
+
+def _index(*children: str) -> str:
+    return (
+        "<sitemapindex>"
+        + "".join(f"<sitemap><loc>{c}</loc></sitemap>" for c in children)
+        + "</sitemapindex>"
+    )
+
+
+def _child_requests(server: SiteServer, prefix: str) -> int:
+    return len([r for r in server.requests if r.path.startswith(prefix)])
+
+
+async def test_a_fan_out_index_is_read_within_the_default_budget() -> None:
+    # The API's case: one job, an index of 999 children. At most 100 documents.
+    server = SiteServer(routes={})
+    o = server.origin
+    server.routes["/sitemap.xml"] = Route(body=_index(*(f"{o}/c{i}.xml" for i in range(999))))
+    for i in range(999):
+        server.routes[f"/c{i}.xml"] = Route(body=_big_urlset(o, 1, f"c{i}-"))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(f"{o}/sitemap.xml", fetcher)
+    assert DiscoverLimits().max_sitemaps == 100
+    assert _child_requests(server, "/c") == 99  # the index is the first of 100
+    assert urls == [f"{o}/c{i}-0" for i in range(99)]
+    assert result.truncated and result.reasons == ["max_sitemaps"]
+    assert result.to_json()["reasons"] == ["max_sitemaps"]
+
+
+async def test_nesting_is_read_five_levels_deep_within_the_budget() -> None:
+    # Every level is an index of 300 children whose first is the next level: the
+    # budget of 100 documents still reaches the page five levels down.
+    server = SiteServer(routes={})
+    o = server.origin
+    for level in range(1, 5):
+        server.routes[f"/idx{level}.xml"] = Route(
+            body=_index(f"{o}/idx{level + 1}.xml", *(f"{o}/f{level}-{k}.xml" for k in range(300)))
+        )
+        for k in range(300):
+            server.routes[f"/f{level}-{k}.xml"] = Route(body=_big_urlset(o, 1, f"f{level}-{k}-"))
+    server.routes["/idx5.xml"] = Route(body=_big_urlset(o, 1, "deep-"))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(
+                f"{o}/idx1.xml", fetcher, DiscoverLimits(max_pages=10_000)
+            )
+    assert urls[0] == f"{o}/deep-0"
+    assert len(server.requests) == 100
+    assert "max_sitemaps" in result.reasons and "max_depth" not in result.reasons
+
+
+async def test_child_sitemaps_on_another_host_are_skipped_and_counted() -> None:
+    # Two real hosts (127.0.0.1 and 127.0.0.2), both allowed: only the host rule
+    # keeps the index's foreign children from being fetched. robots.txt may point
+    # elsewhere.
+    here = SiteServer(routes={})
+    there = SiteServer(routes={}, host="127.0.0.2")
+    o, t = here.origin, there.origin
+    here.routes["/robots.txt"] = Route(body=f"Sitemap: {o}/index.xml\nSitemap: {t}/theirs.xml\n")
+    here.routes["/index.xml"] = Route(
+        body=_index(f"{t}/foreign-1.xml", f"{o}/mine.xml", f"{t}/foreign-2.xml")
+    )
+    here.routes["/mine.xml"] = Route(body=_big_urlset(o, 1, "mine-"))
+    there.routes["/theirs.xml"] = Route(body=_big_urlset(t, 1, "theirs-"))
+    for name in ("foreign-1", "foreign-2"):
+        there.routes[f"/{name}.xml"] = Route(body=_big_urlset(t, 1, f"{name}-"))
+    policy = EgressPolicy(allow=("127.0.0.0/8",))
+    with here, there:
+        async with open_fetcher(policy) as fetcher:
+            urls, result = await discover_all(o, fetcher)
+    assert urls == [f"{o}/mine-0", f"{t}/theirs-0"]
+    assert [r.path for r in there.requests] == ["/theirs.xml"]
+    assert result.skipped["cross_host_sitemap"] == 2
+    assert any("2 child sitemaps skipped" in w and "foreign-1" in w for w in result.warnings)
+
+
+async def test_an_index_that_redirected_may_list_children_on_its_new_host() -> None:
+    here = SiteServer(routes={})
+    there = SiteServer(routes={}, host="127.0.0.2")
+    t = there.origin
+    here.routes["/sitemap.xml"] = Route(redirect=f"{t}/sitemap.xml", status=301)
+    there.routes["/sitemap.xml"] = Route(body=_index(f"{t}/child.xml"))
+    there.routes["/child.xml"] = Route(body=_big_urlset(t, 2))
+    with here, there:
+        async with open_fetcher(EgressPolicy(allow=("127.0.0.0/8",))) as fetcher:
+            urls, result = await discover_all(here.url("/sitemap.xml"), fetcher)
+    assert urls == [f"{t}/p0", f"{t}/p1"]
+    assert result.skipped["cross_host_sitemap"] == 0
+
+
+async def test_a_bad_child_is_skipped_and_counted() -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    server.routes["/index.xml"] = Route(
+        body=_index(f"{o}/gone.xml", f"{o}/stacked.xml", f"{o}/ok.xml", f"{o}/doctype.xml")
+    )
+    server.routes["/stacked.xml"] = _STACKED
+    server.routes["/doctype.xml"] = Route(body=_DOCTYPE)
+    server.routes["/ok.xml"] = Route(body=_big_urlset(o, 2))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(f"{o}/index.xml", fetcher)
+    assert urls == [f"{o}/p0", f"{o}/p1"]
+    assert result.skipped["failed_sitemap"] == 3
+    assert not result.truncated
+
+
+async def test_relative_locs_are_skipped_and_counted_not_captured() -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    locs = ["/relative/path", "http:127.0.0.1/", "page", f"{o}/kept", "//other.example/x"]
+    server.routes["/maps/sitemap.xml"] = Route(
+        body="<urlset>" + "".join(f"<url><loc>{loc}</loc></url>" for loc in locs) + "</urlset>"
+    )
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(f"{o}/maps/sitemap.xml", fetcher)
+    assert urls == [f"{o}/kept"]
+    assert result.skipped["relative_loc"] == 4
+    assert result.to_json()["skipped"]["relative_loc"] == 4
+    assert any("4 <loc> values skipped" in w and "/relative/path" in w for w in result.warnings)
+    # Nothing on the sitemap's host was asked for in their name.
+    assert {r.path for r in server.requests} == {"/maps/sitemap.xml"}
+
+
+@pytest.mark.parametrize(
+    ("children", "max_pages", "found", "cut"),
+    [
+        ([155], 100, 155, True),  # issue 13: 155 pages, the default --max-pages
+        ([60, 60, 60], 100, 180, True),  # counting goes on into the next children
+        ([100], 100, 100, False),  # exactly the limit: nothing was cut
+        ([40], 100, 40, False),
+    ],
+)
+async def test_found_says_how_many_urls_the_sitemaps_list(
+    children: list[int], max_pages: int, found: int, cut: bool
+) -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    server.routes["/index.xml"] = Route(
+        body=_index(*(f"{o}/c{i}.xml" for i in range(len(children))))
+    )
+    for i, n in enumerate(children):
+        server.routes[f"/c{i}.xml"] = Route(body=_big_urlset(o, n, f"c{i}-"))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(
+                f"{o}/index.xml", fetcher, DiscoverLimits(max_pages=max_pages)
+            )
+    assert len(urls) == min(found, max_pages) == result.pages
+    assert result.found == found
+    assert result.truncated is cut
+    assert result.reasons == (["max_pages"] if cut else [])
+
+
+async def test_counting_stops_at_its_limit_and_found_is_then_unknown() -> None:
+    server = SiteServer(routes={})
+    server.routes["/sitemap.xml"] = Route(body=_big_urlset(server.origin, 5000))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(
+                server.url("/sitemap.xml"), fetcher, DiscoverLimits(max_pages=10, count_limit=1000)
+            )
+    assert len(urls) == 10
+    assert result.found is None and result.reasons == ["max_pages"]
+
+
+def test_discover_warns_when_max_pages_cut_the_list() -> None:
+    server = SiteServer(routes={})
+    server.routes["/sitemap.xml"] = Route(body=_big_urlset(server.origin, 155))
+    with server:
+        cut = run_cli("discover", server.url("/sitemap.xml"), "--allow-private")
+        whole = run_cli(
+            "discover", server.url("/sitemap.xml"), "--allow-private", "--max-pages", "155"
+        )
+    assert cut.code == 0 and len(cut.stdout.split()) == 100
+    want = "warning: --max-pages 100 cut the list: the sitemaps list 155 URLs\n"
+    assert cut.stderr == want, cut.stderr
+    assert whole.code == 0 and len(whole.stdout.split()) == 155 and whole.stderr == ""
+
+
+def test_discover_max_sitemaps_flag() -> None:
+    server = SiteServer(routes={})
+    o = server.origin
+    server.routes["/sitemap.xml"] = Route(body=_index(*(f"{o}/c{i}.xml" for i in range(150))))
+    for i in range(150):
+        server.routes[f"/c{i}.xml"] = Route(body=_big_urlset(o, 1, f"c{i}-"))
+    with server:
+        default = run_cli("discover", server.url("/sitemap.xml"), "--allow-private", "--json")
+        raised = run_cli(
+            "discover", server.url("/sitemap.xml"), "--allow-private", "--json",
+            "--max-sitemaps", "151", "--max-pages", "1000",
+        )  # fmt: skip
+    assert default.code == 0 and len(json.loads(default.stdout)) == 99
+    assert "warning: --max-sitemaps 100 was reached" in default.stderr
+    assert raised.code == 0 and len(json.loads(raised.stdout)) == 150
+    assert raised.stderr == ""
+
+
+def test_max_sitemaps_scales_with_max_pages() -> None:
+    assert max_sitemaps_for(1) == max_sitemaps_for(100) == 100
+    assert max_sitemaps_for(5000) == 500
+    assert max_sitemaps_for(10_000_000) == 50_000
+
+
+def test_limits_are_validated() -> None:
+    for field in ("max_pages", "max_sitemaps", "max_depth"):
+        with pytest.raises(ValidationError) as info:
+            DiscoverLimits(**{field: 0})
+        assert info.value.details["field"] == field

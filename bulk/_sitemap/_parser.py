@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final, final
 
 from .._exceptions import BulkError, ResponseTooLarge
-from ._entry import Entry
+from ._entry import Entry, Skipped
 from ._prolog import Prolog, Start
 from ._text import TextReader
 from ._xml import XMLReader
@@ -39,7 +39,8 @@ class SitemapParser:
 
     Args:
         url: The document's final URL (after redirects): the base for relative
-            values.
+            RSS/Atom links (relative ``<loc>`` values are skipped and counted in
+            ``skipped``).
         max_bytes: Bytes this parser accepts in all.
 
     Resource handling:
@@ -59,6 +60,7 @@ class SitemapParser:
         self._prolog = Prolog()
         self._xml: XMLReader | None = None
         self._text: TextReader | None = None
+        self._skipped = Skipped()
 
     @property
     def kind(self) -> str:
@@ -67,6 +69,11 @@ class SitemapParser:
         The best knowledge so far; final after ``close``.
         """
         return self._xml.kind if self._xml is not None else self._kind
+
+    @property
+    def skipped(self) -> Skipped:
+        """Values skipped so far for not being absolute URLs (``<loc>`` must be)."""
+        return self._skipped
 
     @property
     def bytes_read(self) -> int:
@@ -169,7 +176,7 @@ class SitemapParser:
     def _begin(self, start: Start) -> str:
         """Set up the reader for what the prolog found; the text it must read first."""
         if start.kind == "xml":
-            self._xml = XMLReader(self._url, start.root)
+            self._xml = XMLReader(self._url, start.root, self._skipped)
             self._state = _XML
         elif start.kind == "text":
             self._kind = "text"

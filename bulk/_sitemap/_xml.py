@@ -23,6 +23,9 @@ Why it is shaped this way:
   and after every chunk the finished elements along the open path are deleted, so
   the tree never holds more than about one chunk (whatever elements an attacker
   uses).
+- ``<loc>`` values must be absolute URLs (the protocol says so); relative ones are
+  skipped and counted in ``skipped``. RSS and Atom links resolve against the
+  document's URL (and ``xml:base``), as those formats allow.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Final, final
 from ada_url import join_url
 from lxml import etree
 
-from ._entry import Entry, EntryKind, normalise
+from ._entry import Entry, EntryKind, Skipped, is_relative, normalise
 
 __all__ = ["XMLReader"]
 
@@ -149,14 +152,16 @@ class XMLReader:
     Args:
         url: The document's final URL: the base for RSS/Atom links.
         root: The root element's qualified name, as the prolog scan found it.
+        skipped: Counts the ``<loc>`` values skipped as relative.
 
     Resource handling:
         Finished elements are dropped after every chunk; ``close`` releases lxml's
         parser (call it exactly once, also after an error).
     """
 
-    def __init__(self, url: str, root: str) -> None:
+    def __init__(self, url: str, root: str, skipped: Skipped) -> None:
         self._url = url
+        self._skipped = skipped
         local = root.rpartition(":")[2]
         self.kind = _ROOT_KINDS.get(local.lower(), "unknown")
         #: Whether reading has ended (root element closed, or an unrecoverable error).
@@ -323,8 +328,10 @@ class XMLReader:
                 text = elem.text
                 if text is None:
                     continue
-                url = normalise(text, base)
+                url = normalise(text, base, absolute=True)
                 if url is None:
+                    if is_relative(text):
+                        self._skipped.add_relative(text)
                     continue
                 if pair == _PAIR_PAGE_LOC:
                     out.append(Entry(EntryKind.PAGE, url))
