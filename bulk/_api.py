@@ -372,6 +372,8 @@ def job_status_body(job: JobRow) -> dict[str, Any]:
         }
     if job.error_code:
         body["error"] = {"code": job.error_code, "message": job.error_message}
+    # What discovery found, cut and skipped (``Discovery.to_json``; null before it existed).
+    body["discovery"] = job.discovery
     return body
 
 
@@ -557,6 +559,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
             idempotency_key=idem,
             request_hash=request_hash,
             webhook_url=webhook,
+            discovery=found.to_json(),
         )
     )
     state.runner.wake()

@@ -255,6 +255,12 @@ def m002_lease_fencing_and_strict_settlement(db: Database) -> None:
     )
 
 
+@migrations()
+def m003_job_discovery_report(db: Database) -> None:
+    # What discovery found and cut (``Discovery.to_json``), as JSON; NULL before.
+    db.execute("ALTER TABLE jobs ADD COLUMN discovery TEXT")
+
+
 # Which status a job may move to from each status (``fail_job`` is the other way to
 # ``failed``). Terminal states are terminal, except that a completed job expires, and
 # an offline run whose ZIP vanished before cleanup may be packaged again.
@@ -307,6 +313,7 @@ class NewJob:
     webhook_url: str | None = None
     urls_complete: bool = True
     status: JobStatus = "pending"
+    discovery: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -340,6 +347,7 @@ class JobRow:
     used: int = 0
     refunded: int = 0
     replayed: bool = False
+    discovery: Mapping[str, Any] | None = None
 
     @property
     def processed(self) -> int:
@@ -411,7 +419,7 @@ _URL_FIELDS: Final = tuple(attrs.fields_dict(UrlRow))
 _JOB_COLUMNS: Final = (
     "id, kind, account_id, site, sitemap_urls, options, root, status, urls_complete, "
     "created_at, started_at, finished_at, expires_at, error_code, error_message, "
-    "zip_path, zip_size, zip_sha256, webhook_url, webhook_state"
+    "zip_path, zip_size, zip_sha256, webhook_url, webhook_state, discovery"
 )
 
 
@@ -495,6 +503,7 @@ def _job_from_row(
         zip_sha256=row["zip_sha256"],
         webhook_url=row["webhook_url"],
         webhook_state=row["webhook_state"],
+        discovery=json.loads(row["discovery"]) if row["discovery"] else None,
         total=sum(counts.values()),
         queued=counts.get("queued", 0),
         leased=counts.get("leased", 0),
@@ -836,7 +845,7 @@ class Ledger:
                 conn.execute(
                     "INSERT INTO jobs (id, kind, account_id, api_key_id, site, sitemap_urls, "
                     "options, root, status, urls_complete, created_at, idempotency_key, "
-                    "request_hash, webhook_url) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "request_hash, webhook_url, discovery) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job_id,
                         new.kind,
@@ -852,6 +861,7 @@ class Ledger:
                         new.idempotency_key,
                         new.request_hash,
                         new.webhook_url,
+                        None if new.discovery is None else json.dumps(dict(new.discovery)),
                     ),
                 )
                 _insert_urls(conn, job_id, 1, new.urls)

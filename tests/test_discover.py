@@ -35,6 +35,7 @@ from bulk._policy import EgressPolicy
 from bulk._sitemap._inflate import PIECE_BYTES
 from bulk._urls import parse_http_url
 from tests.conftest import run_cli
+from tests.servicekit import Service, new_key, wait_for_status
 from tests.sitekit import FIXTURES, Route, SiteServer, load_case, routes_from_case
 
 CASES = sorted(p for p in (FIXTURES / "sitemaps").iterdir() if (p / "case.json").exists())
@@ -783,3 +784,84 @@ def test_limits_are_validated() -> None:
         with pytest.raises(ValidationError) as info:
             DiscoverLimits(**{field: 0})
         assert info.value.details["field"] == field
+
+
+# ---- the API: one job's discovery is bounded, robust, and reported in its status ---------
+
+
+def test_api_job_discovery_is_bounded_and_reported(tmp_path: Path, chromium: str) -> None:
+    here = SiteServer(routes={})
+    there = SiteServer(routes={}, host="127.0.0.2")
+    o, t = here.origin, there.origin
+    # robots.txt: the index, and a line on a host httpx refuses (a 500 on main).
+    here.routes["/robots.txt"] = Route(
+        body=f"Sitemap: {o}/index.xml\nSitemap: https://xn--ls8h.la/sitemap.xml\n"
+    )
+    # The index: 300 children on its host, one on another host, one httpx refuses.
+    here.routes["/index.xml"] = Route(
+        body=_index(
+            f"{t}/foreign.xml",
+            "https://xn--zz.com/child.xml",
+            *(f"{o}/c{i}.xml" for i in range(300)),
+        )
+    )
+    here.routes["/c0.xml"] = Route(
+        body="<urlset><url><loc>/relative/path</loc></url><url><loc>http:127.0.0.1/</loc></url>"
+        f"<url><loc>{o}/a</loc></url><url><loc>{o}/b</loc></url></urlset>"
+    )
+    calls = {"n": 0}
+
+    def busy_once(h):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            SiteServer._send(h, 503, b"busy", "text/plain", {"Retry-After": "soon"})
+        else:
+            SiteServer._send(h, 200, b"<urlset></urlset>", "application/xml", {})
+
+    here.routes["/c1.xml"] = Route(handler=busy_once)
+    for i in range(2, 300):
+        here.routes[f"/c{i}.xml"] = Route(body="<urlset></urlset>")
+    for page in ("/a", "/b"):
+        here.routes[page] = Route(body=f"<html><body><h1>{page}</h1></body></html>")
+    there.routes["/foreign.xml"] = Route(body=_big_urlset(t, 1))
+    service = Service(
+        db=tmp_path / "ledger.db",
+        data_dir=tmp_path / "data",
+        chromium=chromium,
+        policy=EgressPolicy(allow=("127.0.0.0/8",), resolver=_no_dns),
+    )
+
+    async def scenario() -> dict[str, Any]:
+        key = await new_key(service.db)
+        async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+            r = await client.post(
+                service.api("/bulk-screenshot"),
+                headers={"X-API-Key": key},
+                json={"url": o, "options": {"maxPages": 100}},
+            )
+            assert r.status_code == 202, r.text
+            job = r.json()["data"]
+            assert job["total_urls"] == 2
+            return await wait_for_status(
+                client, service.url + job["status_url"], key, {"completed", "failed"}, 120
+            )
+
+    with here, there:
+        service.start()
+        try:
+            status = trio.run(scenario)
+        finally:
+            service.stop()
+    report = status["discovery"]
+    assert report["truncated"] is True and report["reasons"] == ["max_sitemaps"]
+    assert report["pages"] == 2 and report["found"] == 2
+    assert report["skipped"] == {
+        "relative_loc": 2,
+        "cross_host_sitemap": 2,
+        "failed_sitemap": 1,
+    }
+    # 100 documents: the index, the refused robots line, 98 children.
+    children = {r.path for r in here.requests if r.path.startswith("/c")}
+    assert len(children) == 98
+    assert there.requests == []
+    assert any("max_sitemaps" in w for w in report["warnings"])

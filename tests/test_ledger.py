@@ -304,7 +304,7 @@ async def test_simultaneous_first_opens_create_the_schema_once(tmp_path: Path) -
             assert await proc.wait() == 0
     for path in paths:
         with raw(path) as conn:
-            assert scalar(conn, "SELECT COUNT(*) FROM _sqlite_migrations") == 2
+            assert scalar(conn, "SELECT COUNT(*) FROM _sqlite_migrations") == 3
 
 
 async def test_a_database_from_before_lease_numbers_is_upgraded(db: Path) -> None:
