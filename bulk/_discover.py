@@ -519,7 +519,8 @@ async def discover(
         limits: Bounds; defaults to ``DiscoverLimits()``.
 
     Returns:
-        What was found (sitemaps read, counts, warnings).
+        The report: sitemaps read, pages sent, ``found`` (how many the sitemaps list,
+        when known), what cut the list (``reasons``), what was skipped, warnings.
 
     Raises:
         InvalidURL: ``site`` is not a usable URL.
