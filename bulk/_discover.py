@@ -268,6 +268,8 @@ class _Run:
         self.send.close()
         limits = self.limits
         if limits.count_timeout <= 0:
+            # Not counting: whether more URLs were listed is unknown; say it may be so.
+            self.result.stop("max_pages")
             raise _Enough
         assert self.scope is not None
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + limits.count_timeout)
@@ -275,7 +277,7 @@ class _Run:
     def count_one_more(self) -> None:
         """One unique URL past ``max_pages``: the limit did cut the list."""
         self.result.stop("max_pages")
-        if self.limits.count_timeout <= 0 or len(self.seen_pages) >= self.limits.count_limit:
+        if len(self.seen_pages) >= self.limits.count_limit:
             raise _Enough
 
     def children_on_host(self, doc: _Doc, children: list[str]) -> list[str]:

@@ -741,6 +741,19 @@ async def test_counting_stops_at_its_limit_and_found_is_then_unknown() -> None:
     assert result.found is None and result.reasons == ["max_pages"]
 
 
+async def test_without_counting_reading_stops_at_max_pages() -> None:
+    server = SiteServer(routes={})
+    server.routes["/sitemap.xml"] = Route(body=_big_urlset(server.origin, 10))
+    with server:
+        async with open_fetcher(LOOPBACK) as fetcher:
+            urls, result = await discover_all(
+                server.url("/sitemap.xml"), fetcher, DiscoverLimits(max_pages=10, count_timeout=0)
+            )
+    assert len(urls) == 10
+    # Whether more were listed is not known: said as a possible cut, found unknown.
+    assert result.found is None and result.reasons == ["max_pages"]
+
+
 def test_discover_warns_when_max_pages_cut_the_list() -> None:
     server = SiteServer(routes={})
     server.routes["/sitemap.xml"] = Route(body=_big_urlset(server.origin, 155))
