@@ -372,6 +372,8 @@ def job_status_body(job: JobRow) -> dict[str, Any]:
         }
     if job.error_code:
         body["error"] = {"code": job.error_code, "message": job.error_message}
+    # What discovery found, cut and skipped (``Discovery.to_json``; null before it existed).
+    body["discovery"] = job.discovery
     return body
 
 
@@ -537,7 +539,11 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
         raise InsufficientCredits(
             "no credits remaining", details={"required": 1, "available": account.balance}
         )
-    limits = DiscoverLimits(max_pages=max_pages, total_timeout=state.config.discovery_timeout)
+    # The default budget (100 sitemap documents); past maxPages, only a little
+    # counting for discovery.found, so one request's parsing stays small.
+    limits = DiscoverLimits(
+        max_pages=max_pages, total_timeout=state.config.discovery_timeout, count_limit=10_000
+    )
     urls, found = await discover_all(
         target, state.fetcher, limits, sitemap=True if field != "url" else None
     )
@@ -557,6 +563,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
             idempotency_key=idem,
             request_hash=request_hash,
             webhook_url=webhook,
+            discovery=found.to_json(),
         )
     )
     state.runner.wake()

@@ -307,5 +307,6 @@ def test_discover_says_when_a_limit_cut_the_list_short() -> None:
     assert found == [site.url(f"/p{level}") for level in range(len(found))]
     assert 0 < len(found) < 8
     assert result.stderr.startswith("warning: ") and "deep" in result.stderr.lower()
-    # --max-pages is what the user asked for: no warning then.
-    assert full.code == 0 and full.stderr == "" and len(full.stdout.split()) == 2
+    # --max-pages cuts the list too: said, with how many URLs the sitemaps list.
+    assert full.code == 0 and len(full.stdout.split()) == 2
+    assert "warning: --max-pages 2 cut the list: the sitemaps list 4 URLs\n" in full.stderr

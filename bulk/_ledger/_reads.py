@@ -26,7 +26,7 @@ _URL_FIELDS: Final = tuple(attrs.fields_dict(UrlRow))
 _JOB_COLUMNS: Final = (
     "id, kind, account_id, site, sitemap_urls, options, root, status, urls_complete, "
     "created_at, started_at, finished_at, expires_at, error_code, error_message, "
-    "zip_path, zip_size, zip_sha256, webhook_url, webhook_state, secrets"
+    "zip_path, zip_size, zip_sha256, webhook_url, webhook_state, secrets, discovery"
 )
 
 
@@ -71,6 +71,7 @@ def _job_from_row(
         zip_sha256=row["zip_sha256"],
         webhook_url=row["webhook_url"],
         webhook_state=row["webhook_state"],
+        discovery=json.loads(row["discovery"]) if row["discovery"] else None,
         total=sum(counts.values()),
         queued=counts.get("queued", 0),
         leased=counts.get("leased", 0),

@@ -82,6 +82,7 @@ class NewJob:
     webhook_url: str | None = None
     urls_complete: bool = True
     status: JobStatus = "pending"
+    discovery: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -126,6 +127,7 @@ class JobRow:
     used: int = 0
     refunded: int = 0
     replayed: bool = False
+    discovery: Mapping[str, Any] | None = None
     secrets_unreadable: bool = False
 
     @property

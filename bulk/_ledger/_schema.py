@@ -476,6 +476,12 @@ def m005_job_secrets_kept_only_while_running(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_job_discovery_report(db: Database) -> None:
+    # What discovery found and cut (``Discovery.to_json``), as JSON; NULL before.
+    db.execute("ALTER TABLE jobs ADD COLUMN discovery TEXT")
+
+
 # Which status a job may move to from each status (``fail_job`` is the other way to
 # ``failed``). Terminal states are terminal, except that a completed job expires, and
 # an offline run whose ZIP vanished before cleanup may be packaged again.
