@@ -1,44 +1,21 @@
 """``GET /api/v1/openapi.json``: the API described from the same schema it validates with.
 
 Capture options come from ``OPTION_SPECS`` (so docs, CLI flags and validation cannot
-drift), error codes and statuses from ``_api.status_of``, rate limits from the
-running configuration.
+drift), error codes, statuses and descriptions from ``error_table()`` (the exception
+classes), rate limits from the running configuration.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from . import __version__
+from ._exceptions import error_table
 from ._options import OPTION_SPECS, OptionSpec
-
-if TYPE_CHECKING:
-    from ._api import ApiConfig
+from ._ratelimit import RateLimit
+from ._version import __version__
 
 __all__ = ["openapi_document"]
-
-ERROR_CODES = {
-    "API_KEY_REQUIRED": "No API key provided",
-    "INVALID_API_KEY": "API key is invalid or inactive",
-    "INSUFFICIENT_CREDITS": "Not enough credits for the request",
-    "VALIDATION_ERROR": "A field is missing, of the wrong type or out of range (details.field)",
-    "INVALID_URL": "URL is not a valid http(s) URL",
-    "URL_BLOCKED": "URL is blocked by the egress policy (localhost, internal IPs)",
-    "NO_SITEMAP_FOUND": "No sitemap found for the site",
-    "NO_URLS_FOUND": "The sitemaps list no usable page URL",
-    "INVALID_SITEMAP": "The sitemap was refused (DTD/entities, over a size limit)",
-    "FETCH_ERROR": "The site could not be reached",
-    "JOB_NOT_FOUND": "No such job for this API key",
-    "JOB_NOT_READY": "The job has not completed; its ZIP is not ready",
-    "DOWNLOAD_EXPIRED": "The job's download window has passed",
-    "EMAIL_TAKEN": "The email is already registered",
-    "KEY_LIMIT_REACHED": "An account can have at most 5 active API keys",
-    "PAYLOAD_TOO_LARGE": "Request body over 64 KiB",
-    "IDEMPOTENCY_KEY_REUSED": "Idempotency-Key reused with a different request body",
-    "RATE_LIMIT_EXCEEDED": "Too many requests (see Retry-After)",
-    "CAPTURE_ERROR": "Failed to capture the screenshot (details.reason has the cause)",
-    "INTERNAL_ERROR": "Unexpected server error",
-}
 
 
 def _option_schema(spec: OptionSpec) -> dict[str, Any]:
@@ -85,21 +62,27 @@ def _error_response(description: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(config: ApiConfig) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the running service."""
-    from ._api import status_of
+def openapi_document(
+    rate_limits: Mapping[str, RateLimit], in_flight: Mapping[str, int]
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the running service.
 
+    Args:
+        rate_limits: The service's request limits per bucket.
+        in_flight: Discoveries and captures one key may run at once.
+    """
+    table = error_table()
     options = {spec.name: _option_schema(spec) for spec in OPTION_SPECS}
     bulk_options = {
         "maxPages": {"type": "integer", "minimum": 1, "maximum": 100, "default": 100},
         **options,
     }
     errors_by_status: dict[int, list[str]] = {}
-    for code in ERROR_CODES:
-        errors_by_status.setdefault(status_of(code), []).append(code)
+    for code, cls in table.items():
+        errors_by_status.setdefault(cls.api_status, []).append(code)
     limits = {
         name: {"limit": rule.limit, "window_seconds": rule.window}
-        for name, rule in config.rate_limits.items()
+        for name, rule in rate_limits.items()
     }
 
     def errors(*statuses: int) -> dict[str, Any]:
@@ -120,8 +103,8 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
             "title": "bulk screenshot API",
             "version": __version__,
             "description": "Pixcap-compatible bulk and single screenshot API. "
-            f"Rate limits: {limits}. Error codes: "
-            + "; ".join(f"{c} ({status_of(c)}): {d}" for c, d in ERROR_CODES.items()),
+            f"Rate limits: {limits}. At once per key: {dict(in_flight)}. Error codes: "
+            + "; ".join(f"{c} ({k.api_status}): {k.description}" for c, k in table.items()),
         },
         "servers": [{"url": "/api/v1"}],
         "components": {
@@ -140,7 +123,7 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
                             "type": "object",
                             "required": ["code", "message"],
                             "properties": {
-                                "code": {"type": "string", "enum": list(ERROR_CODES)},
+                                "code": {"type": "string", "enum": list(table)},
                                 "message": {"type": "string"},
                                 "details": {},
                             },
