@@ -426,8 +426,6 @@ class _Endpoint:
                 take("general", subject)
                 if self.replay is not None:
                     response = await self.replay(request, self.state, account)
-                    if response is not None and self.bucket is not None:
-                        headers = self.limiter.peek_headers(self.bucket, subject)
                 if response is None and self.bucket is not None:
                     take(self.bucket, subject)
             elif self.bucket is not None:
@@ -443,17 +441,17 @@ class _Endpoint:
             # Refused before any work: the request costs no slot.
             for bucket, subject, stamp in taken:
                 self.limiter.give_back(bucket, subject, stamp)
-        elif getattr(request.state, "bulk_replay", False):
-            # A replay answered by the handler (a race with the original): no new
-            # job, so no slot of the endpoint's own bucket.
-            for bucket, subject, stamp in taken:
-                if bucket == self.bucket:
-                    self.limiter.give_back(bucket, subject, stamp)
-            if taken:
-                headers = self.limiter.peek_headers(taken[-1][0], taken[-1][1])
             # After a full window the headers already describe the exhausted bucket.
             if taken and not window_full:
                 headers = self.limiter.peek_headers(taken[-1][0], taken[-1][1])
+        elif getattr(request.state, "bulk_replay", False) and taken:
+            # A replay makes no new job: no slot of the endpoint's own bucket (one was
+            # taken only when the handler, not the replay check, found the original).
+            for bucket, subject, stamp in taken:
+                if bucket == self.bucket:
+                    self.limiter.give_back(bucket, subject, stamp)
+            if self.bucket is not None:
+                headers = self.limiter.peek_headers(self.bucket, taken[0][1])
         for k, v in headers.items():
             response.headers[k] = v
         response.headers.setdefault(
