@@ -54,7 +54,14 @@ from ._exceptions import (
 from ._fetch import Fetcher
 from ._jobs import JobRunner
 from ._ledger import Account, JobRow, Ledger, NewJob, iso
-from ._openapi import openapi_document
+from ._openapi import (
+    EMAIL_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_BODY,
+    MAX_PAGES_API,
+    URL_FIELD_LIMIT,
+    openapi_document,
+)
 from ._options import OPTION_SPECS, CaptureOptions
 from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
@@ -75,9 +82,7 @@ __all__ = [
 
 log = logging.getLogger("bulk.api")
 
-MAX_BODY: Final = 64 * 1024
 STARTER_CREDITS: Final = 100
-MAX_PAGES_API: Final = 100
 
 
 def status_of(code: str) -> int:
@@ -198,6 +203,8 @@ def _max_pages(options: Mapping[str, Any]) -> int:
     if not present:
         return MAX_PAGES_API
     value = options[present[0]]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's integer: 5.0 is one
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError("options.maxPages must be an integer", field="options.maxPages")
     if not 1 <= value <= MAX_PAGES_API:
@@ -216,6 +223,8 @@ def _capture_options(data: Mapping[str, Any], prefix: str = "") -> CaptureOption
 
 
 _GET_BOOL: Final = {"true": True, "1": True, "false": False, "0": False}
+_QUERY_INT: Final = re.compile(r"-?[0-9]{1,9}(?:\.0+)?")
+_QUERY_NUMBER: Final = re.compile(r"-?[0-9]{1,9}(?:\.[0-9]{1,17})?(?:[eE][-+]?[0-9]{1,3})?")
 
 
 def _options_from_query(params: Mapping[str, str]) -> dict[str, Any]:
@@ -229,21 +238,23 @@ def _options_from_query(params: Mapping[str, str]) -> dict[str, Any]:
         if spec is None:
             raise ValidationError(f"unknown option {key!r}", field=key)
         value: Any = raw
+        # Plain ASCII forms only (Python's int() and float() also take "١٢", "1_0"
+        # or " 5 "; the OpenAPI document promises numbers as JSON writes them).
         if spec.kind == "int":
-            if not re.fullmatch(r"-?\d{1,9}", raw):
+            if not _QUERY_INT.fullmatch(raw):
                 raise ValidationError(f"{key} must be an integer", field=key)
-            value = int(raw)
+            value = int(float(raw))
         elif spec.kind == "float":
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValidationError(f"{key} must be a number", field=key) from None
+            if not _QUERY_NUMBER.fullmatch(raw):
+                raise ValidationError(f"{key} must be a number", field=key)
+            value = float(raw)
         elif spec.kind == "bool":
             if raw.lower() not in _GET_BOOL:
                 raise ValidationError(f"{key} must be true or false", field=key)
             value = _GET_BOOL[raw.lower()]
         elif spec.kind == "str_list":
-            value = [s for s in raw.split(",") if s.strip()]
+            # Every item counts (an empty one is refused, as in a JSON body).
+            value = raw.split(",") if raw else []
         elif spec.kind in ("cookies", "headers"):
             try:
                 value = json.loads(raw)
@@ -262,11 +273,8 @@ def _check_target(policy: EgressPolicy, url: str, field: str) -> None:
         raise
 
 
-# URL fields take more than the URL limit so that an over-long URL is judged by the
-# URL rules (INVALID_URL), not by the generic string check.
-_URL_FIELD_LIMIT: Final = 16 * 1024
-_IDEMPOTENCY_KEY: Final = re.compile(r"^[A-Za-z0-9_.:\-]{1,255}$")
-_EMAIL: Final = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+_IDEMPOTENCY_KEY: Final = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_EMAIL: Final = re.compile(EMAIL_PATTERN)
 
 
 # ---- responses ------------------------------------------------------------------------
@@ -481,7 +489,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
     if len(site_field) != 1:
         raise ValidationError("give exactly one of url or sitemap_url", field="url")
     field = site_field[0]
-    target = _string(body[field], field, limit=_URL_FIELD_LIMIT)
+    target = _string(body[field], field, limit=URL_FIELD_LIMIT)
     options_raw = _object(body.get("options", {}), "options")
     max_pages = _max_pages(options_raw)
     options = _capture_options(options_raw, "options.")
@@ -489,7 +497,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
     if len(webhook_fields) > 1:
         raise ValidationError("webhook_url given twice", field="webhook_url")
     webhook = (
-        _string(body[webhook_fields[0]], "webhook_url", limit=_URL_FIELD_LIMIT)
+        _string(body[webhook_fields[0]], "webhook_url", limit=URL_FIELD_LIMIT)
         if webhook_fields
         else None
     )
@@ -667,6 +675,9 @@ async def _charged_capture(
             await ledger.fail_job(job.id, exc.code, exc.message)
         if isinstance(exc, URLBlocked):
             raise
+        refused = _refused_input(exc)
+        if refused is not None:
+            raise refused from None
         raise CaptureError(
             f"failed to capture the page: {exc.message}",
             details={"reason": exc.code, "http_status": http_status},
@@ -681,6 +692,21 @@ async def _charged_capture(
         await ledger.set_status(job.id, "completed")
     balance = (await ledger.account(account.id)).balance
     return shot, balance
+
+
+def _refused_input(exc: CaptureError) -> ValidationError | None:
+    """The request's own fault, found by Chromium: a value only Chromium can judge.
+
+    An invalid CSS selector, cookie fields Chromium will not set: only Chromium's own
+    parsers agree with Chromium, so the capture module tries them (before navigating)
+    and names the field in ``details``. That is a 400 naming the field, not a failed
+    capture (the credit is refunded either way).
+    """
+    details = exc.details if isinstance(exc.details, dict) else {}
+    field = details.get("field")
+    if type(exc) is CaptureError and isinstance(field, str):
+        return ValidationError(exc.message, field=field)
+    return None
 
 
 def _shot_headers(shot: Any, balance: int) -> dict[str, str]:
@@ -699,7 +725,7 @@ async def screenshot_get(
     params = request.query_params
     if "url" not in params:
         raise ValidationError("url is required", field="url")
-    url = _string(params["url"], "url", limit=_URL_FIELD_LIMIT)
+    url = _string(params["url"], "url", limit=URL_FIELD_LIMIT)
     options = _capture_options(_options_from_query(dict(params)))
     shot, balance = await _shoot(request, state, account, url, options)
     return Response(shot.data, media_type=options.mime_type, headers=_shot_headers(shot, balance))
@@ -712,7 +738,8 @@ async def screenshot_post(
     body = _object(await _json_body(request), "body")
     if "url" not in body:
         raise ValidationError("url is required", field="url")
-    url = _string(body["url"], "url", limit=_URL_FIELD_LIMIT)
+    url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
+    # response_type: Pixcap's, accepted and ignored (this endpoint always answers JSON).
     rest = {k: v for k, v in body.items() if k not in ("url", "response_type", "responseType")}
     options = _capture_options(rest)
     shot, balance = await _shoot(request, state, account, url, options)
@@ -739,9 +766,11 @@ async def register(request: Request, state: ServiceState, account: Account | Non
     unknown = set(body) - {"email"}
     if unknown:
         raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
-    email = _string(body.get("email"), "email", limit=254).lower()
-    if not _EMAIL.match(email):
+    email = body.get("email")
+    # Checked as given (nothing stripped), as the OpenAPI document's pattern says.
+    if not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email):
         raise ValidationError("email is not a valid address", field="email")
+    email = email.lower()
     created, key = await state.ledger.create_account(
         credits=state.config.starter_credits, email=email
     )
@@ -823,6 +852,18 @@ async def openapi(request: Request, state: ServiceState, account: Account | None
     return JSONResponse(openapi_document(state.config.rate_limits, state.config.in_flight))
 
 
+def _by_method(
+    **endpoints: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """One handler for a path whose methods have different endpoints (HEAD as GET)."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return dispatch
+
+
 def create_app(state: ServiceState) -> Starlette:
     """The Starlette application for ``state`` (mounted at the root; paths under /api/v1)."""
     limiter = Limiter(state.config.rate_limits, state.config.clock)
@@ -843,8 +884,14 @@ def create_app(state: ServiceState) -> Starlette:
         ),
         Route(f"{base}/bulk-screenshot/{{job_id}}/status", ep(job_status, None), methods=["GET"]),
         Route(f"{base}/bulk-screenshot/{{job_id}}/download", ep(download, None), methods=["GET"]),
-        Route(f"{base}/screenshot", ep(screenshot_get, "screenshot"), methods=["GET"]),
-        Route(f"{base}/screenshot", ep(screenshot_post, "screenshot"), methods=["POST"]),
+        # One route per path, so that a 405 lists every method the path has (Allow).
+        Route(
+            f"{base}/screenshot",
+            _by_method(
+                GET=ep(screenshot_get, "screenshot"), POST=ep(screenshot_post, "screenshot")
+            ),
+            methods=["GET", "POST"],
+        ),
         Route(f"{base}/register", ep(register, "register", auth=False), methods=["POST"]),
         Route(f"{base}/account", ep(account_info, None), methods=["GET"]),
         Route(f"{base}/api-keys", ep(create_api_key, None), methods=["POST"]),

@@ -531,6 +531,28 @@ async def test_openapi_and_health(service: Service, client: httpx.AsyncClient) -
     _err(await client.put(service.api("/account")), 405, "METHOD_NOT_ALLOWED")
 
 
+async def test_invalid_selector_is_the_requests_fault(
+    service: Service, site: SiteServer, client: httpx.AsyncClient
+) -> None:
+    # Chromium's parser refuses it: a 400 naming the field, not a failed capture (500).
+    key = await new_key(service.db, credits=5)
+    cookie = json.dumps([{"name": "a", "value": "b", "domain": "0", "path": "/x"}])
+    for params in ({"selector": "0"}, {"block_selectors": "h1,>>>"}, {"cookies": cookie}):
+        r = await client.get(
+            service.api("/screenshot"), params={"url": site.url("/"), **params}, headers=_h(key)
+        )
+        assert _err(r, 400, "VALIDATION_ERROR")["details"]["field"] in params
+    assert await balance(service.db, key) == 5
+
+
+async def test_method_not_allowed_names_every_method(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    r = await client.put(service.api("/screenshot"))
+    _err(r, 405, "METHOD_NOT_ALLOWED")
+    assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}
+
+
 async def test_api_key_redacted_from_access_log(
     service: Service, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
