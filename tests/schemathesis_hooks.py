@@ -17,6 +17,7 @@ this machine and every capture one that can succeed:
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -70,6 +71,15 @@ def _is_positive(case: Any, location: ParameterLocation) -> bool:
     return case.meta is None or not case.meta.is_negative_at(location)
 
 
+def _own_site(cookies: list[Any]) -> None:
+    for cookie in cookies:
+        if isinstance(cookie, dict):
+            if "domain" in cookie:
+                cookie["domain"] = "127.0.0.1"
+            if "path" in cookie:
+                cookie["path"] = "/"
+
+
 def _bound_capture(options: dict[str, Any]) -> None:
     """Make a valid case's capture one the site can satisfy, without long waits."""
     for key in ("selector", "wait_for_selector", "waitForSelector"):
@@ -90,6 +100,19 @@ def _bound_capture(options: dict[str, Any]) -> None:
     for key, most in (("width", 800), ("height", 600), ("scale", 1)):
         if isinstance(options.get(key), int | float) and not isinstance(options[key], bool):
             options[key] = min(options[key], most)
+    # Cookie domains and paths are judged by Chromium alone (a refusal is a 400 naming
+    # the field): in a valid case, the site's own.
+    cookies = options.get("cookies")
+    if isinstance(cookies, str):  # JSON in a query string, already serialized
+        try:
+            cookies = json.loads(cookies)
+        except ValueError:
+            cookies = None
+        if isinstance(cookies, list):
+            _own_site(cookies)
+            options["cookies"] = json.dumps(cookies)
+    elif isinstance(cookies, list):
+        _own_site(cookies)
     for key in ("maxPages", "max_pages"):
         if key in options:
             options[key] = 1

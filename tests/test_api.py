@@ -536,8 +536,7 @@ async def test_invalid_selector_is_the_requests_fault(
 ) -> None:
     # Chromium's parser refuses it: a 400 naming the field, not a failed capture (500).
     key = await new_key(service.db, credits=5)
-    cookie = json.dumps([{"name": "a", "value": "b", "domain": "0", "path": "/x"}])
-    for params in ({"selector": "0"}, {"block_selectors": "h1,>>>"}, {"cookies": cookie}):
+    for params in ({"selector": "0"}, {"block_selectors": "h1,>>>"}):
         r = await client.get(
             service.api("/screenshot"), params={"url": site.url("/"), **params}, headers=_h(key)
         )
