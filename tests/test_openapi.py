@@ -313,7 +313,7 @@ def test_schemathesis_finds_nothing(
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,  # Schemathesis keeps a cache in its working directory
         env=env,
         timeout=900,
     )
