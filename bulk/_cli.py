@@ -27,7 +27,6 @@ from typing import Any, Final, NoReturn, TypeVar
 import click
 import trio
 
-from . import __version__
 from ._browser import BrowserPool, PoolConfig, default_concurrency
 from ._config import Settings, find_chromium
 from ._discover import DiscoverLimits, Discovery, discover, max_sitemaps_for
@@ -38,6 +37,7 @@ from ._ledger import Ledger
 from ._options import CaptureOptions, capture_option_decorators, options_from_cli
 from ._policy import EgressPolicy
 from ._util import single_error
+from ._version import __version__
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 

@@ -41,6 +41,7 @@ from ._ledger import Claim, JobRow, Ledger, NewJob, SecretBox, UrlResult, UrlRow
 from ._options import CaptureOptions
 from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
+from ._results import failed_result, ok_result
 from ._urls import site_candidates
 from ._util import Contained, contained, hold_lock, open_owned_nursery
 
@@ -88,31 +89,6 @@ class Progress:
     error_code: str | None
     total: int
     error_message: str | None = None
-
-
-def ok_result(shot: Screenshot, sha256: str, file: str) -> UrlResult:
-    """The ledger's record of a capture that worked (``file``: where its image is)."""
-    return UrlResult(
-        ok=True,
-        http_status=shot.http_status,
-        final_url=shot.final_url,
-        width=shot.width,
-        height=shot.height,
-        bytes=len(shot.data),
-        sha256=sha256,
-        file=file,
-    )
-
-
-def failed_result(exc: BulkError) -> UrlResult:
-    """The ledger's record of a capture that failed with ``exc``."""
-    return UrlResult(
-        ok=False,
-        error_code=exc.code,
-        error_message=exc.message,
-        http_status=getattr(exc, "http_status", None),
-        final_url=getattr(exc, "final_url", None),
-    )
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
