@@ -51,7 +51,7 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── InvalidJobTransition          INVALID_JOB_TRANSITION
     ├── LockHeld                      LOCKED             (another process holds the lock)
     ├── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
-    └── ArchiveError                  INTERNAL_ERROR     (the ZIP cannot be made as asked)
+    └── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
 """
 
 from __future__ import annotations
@@ -466,11 +466,11 @@ class ArchiveError(BulkError, ValueError):
     manifest data JSON cannot hold, an image no thumbnail can be made of.
 
     Entry names come from ``Layout``, which never gives an unsafe or clashing one, so
-    outside thumbnails this means a bug or a tampered work directory: the code stays
-    ``INTERNAL_ERROR``. It is also a ``ValueError``, what these functions raised before.
+    outside thumbnails this means a bug or a tampered work directory (code
+    ``ARCHIVE_ERROR``). It is also a ``ValueError``, what these functions raised before.
     """
 
-    code = "INTERNAL_ERROR"
+    code = "ARCHIVE_ERROR"
     api_status = 500
-    description = "Unexpected server error"
+    description = "The ZIP could not be made (an internal error; the job's credits are refunded)"
 

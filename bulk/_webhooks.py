@@ -167,7 +167,9 @@ class _Sender:
         attempt.append(number)
         job = await self.ledger.job(delivery.job_id)
         if job.account_id is None:
-            await self.ledger.end_delivery(delivery.id, delivered=False, error="NO_ACCOUNT")
+            await self.ledger.end_delivery(
+                delivery.id, delivered=False, error="the job has no account"
+            )
             return
         account = await self.ledger.account(job.account_id)
         body = json.dumps(

@@ -317,6 +317,10 @@ def m003_failed_jobs_refund_every_credit(db: Database) -> None:
     )
 
 
+# last_error of a delivery that had failed before the queue table existed.
+_BEFORE_QUEUE: Final = "failed before the delivery queue existed"
+
+
 @migrations()
 def m004_webhook_delivery_queue(db: Database) -> None:
     db.executescript(
@@ -354,7 +358,7 @@ def m004_webhook_delivery_queue(db: Database) -> None:
                 "INSERT INTO deliveries (job_id, url, event, state, last_error, created_at, "
                 "finished_at) VALUES (?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-                (job_id, url, event, state, "FAILED_BEFORE_QUEUE" if state == "failed" else None),
+                (job_id, url, event, state, _BEFORE_QUEUE if state == "failed" else None),
             )
             continue
         attempts, due = 0, 0.0
