@@ -32,7 +32,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
-from ._browser import BrowserPool
+from ._capture import BrowserPool
 from ._discover import DiscoverLimits, discover_all
 from ._exceptions import (
     APIKeyRequired,

@@ -27,7 +27,7 @@ import click
 import trio
 
 from . import __version__
-from ._browser import BrowserPool, PoolConfig, default_concurrency
+from ._capture import BrowserPool, PoolConfig, default_concurrency
 from ._config import Settings, find_chromium
 from ._discover import DiscoverLimits, discover
 from ._exceptions import BulkError, Interrupted, InvalidURL, ResumeMismatch, ValidationError

@@ -24,7 +24,8 @@ import pytest
 import trio
 from PIL import Image
 
-from bulk._browser import AsyncioThread, BrowserPool, PoolConfig, Screenshot, _max_css_height
+from bulk._capture import AsyncioThread, BrowserPool, PoolConfig, Screenshot
+from bulk._capture._steps import max_css_height
 from bulk._exceptions import BulkError, CaptureError, InvalidURL
 from bulk._options import FULL_PAGE_MAX_HEIGHT, CaptureOptions, Cookie
 from bulk._policy import EgressPolicy
@@ -209,7 +210,7 @@ def test_pool_config_is_validated() -> None:
     ],
 )
 def test_full_page_height_cap(width: int, scale: float, expected: int) -> None:
-    assert _max_css_height(width, scale) == expected
+    assert max_css_height(width, scale) == expected
 
 
 async def test_asyncio_thread_runs_and_cancels() -> None:
