@@ -364,13 +364,19 @@ async def test_full_page(chromium: str, site: SiteServer) -> None:
 
 @pytest.mark.slow
 async def test_delay_wait_for_selector_and_element_capture(chromium: str, site: SiteServer) -> None:
-    site.routes["/late-green"] = Route(
-        body=html(
-            "<script>setTimeout(() => document.body.style.background = 'rgb(0,255,0)', 1500)"
-            "</script>",
-            style="body{background:rgb(255,0,0)}",
+    def late_green(ms: int) -> Route:
+        return Route(
+            body=html(
+                f"<script>setTimeout(() => document.body.style.background = 'rgb(0,255,0)', {ms})"
+                "</script>",
+                style="body{background:rgb(255,0,0)}",
+            )
         )
-    )
+
+    site.routes["/late-green"] = late_green(1500)
+    # The control (no delay: still red) must not depend on how fast a busy machine
+    # captures: its page turns green only after a minute.
+    site.routes["/late-green-slow"] = late_green(60_000)
     site.routes["/late-element"] = Route(
         body=html(
             "<script>setTimeout(() => { const d = document.createElement('div');"
@@ -411,7 +417,7 @@ async def test_delay_wait_for_selector_and_element_capture(chromium: str, site: 
         ) = await gather(
             lambda: outcome(pool, late, CaptureOptions(wait_for_selector="#no", timeout=short)),
             lambda: outcome(pool, page, CaptureOptions(selector="#nope", timeout=short)),
-            lambda: pool.capture(green, CaptureOptions()),
+            lambda: pool.capture(site.url("/late-green-slow"), CaptureOptions()),
             lambda: pool.capture(green, CaptureOptions(delay=2300)),
             lambda: pool.capture(late, CaptureOptions(wait_for_selector="#late")),
             lambda: pool.capture(page, CaptureOptions(selector="#card")),
