@@ -9,6 +9,7 @@ One pool per test (starting Chromium costs about a second); failure cases use sh
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import signal
@@ -24,13 +25,22 @@ import pytest
 import trio
 from PIL import Image
 
-from bulk._capture import AsyncioThread, BrowserPool, PoolConfig, Screenshot
+from bulk._capture import (
+    AsyncioThread,
+    BrowserPool,
+    BrowserSource,
+    LocalLaunch,
+    PoolConfig,
+    Screenshot,
+)
+from bulk._capture._engine import Engine
+from bulk._capture._pages import ContextState
 from bulk._capture._steps import max_css_height
 from bulk._exceptions import BulkError, CaptureError, InvalidURL
 from bulk._options import FULL_PAGE_MAX_HEIGHT, CaptureOptions, Cookie
 from bulk._policy import EgressPolicy
 from tests.conftest import chromium_pids_of
-from tests.sitekit import Route, SiteServer, free_port
+from tests.sitekit import ROOT, Route, SiteServer, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -244,6 +254,110 @@ async def test_asyncio_thread_runs_and_cancels() -> None:
         assert cleaned.is_set()
     finally:
         await thread.stop()
+
+
+def _bulk_modules() -> dict[str, ast.Module]:
+    return {
+        str(path.relative_to(ROOT)): ast.parse(path.read_text())
+        for path in sorted((ROOT / "bulk").rglob("*.py"))
+    }
+
+
+def test_only_the_capture_package_imports_asyncio_or_playwright() -> None:
+    offenders = []
+    for name, tree in _bulk_modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            if roots & {"asyncio", "playwright"} and not name.startswith("bulk/_capture/"):
+                offenders.append(name)
+    assert offenders == []
+
+
+def test_only_a_browser_source_launches_or_connects_a_browser() -> None:
+    # ``playwright.chromium.launch(...)``, ``.connect(...)``, ``connect_over_cdp``: the
+    # engine gets its browser from a BrowserSource, so these live in _source.py only.
+    found = set()
+    for name, tree in _bulk_modules().items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            if node.attr == "connect_over_cdp" or (
+                node.attr in {"launch", "launch_persistent_context", "connect"}
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr in {"chromium", "firefox", "webkit"}
+            ):
+                found.add(name)
+    assert found == {"bulk/_capture/_source.py"}
+
+
+# -- where the browser comes from ------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_the_engine_gets_its_browser_only_from_its_source(
+    chromium: str, site: SiteServer
+) -> None:
+    calls: list[str] = []
+
+    class Recording(BrowserSource):
+        """LocalLaunch, with every call the engine makes written down."""
+
+        def __init__(self, inner: LocalLaunch) -> None:
+            self.inner = inner
+            self.name = "recording"
+            self.slots = inner.slots
+
+        async def connect(self, playwright: Any) -> Any:
+            calls.append("connect")
+            return await self.inner.connect(playwright)
+
+        async def reap(self) -> None:
+            calls.append("reap")
+            await self.inner.reap()
+
+        @property
+        def pid(self) -> int | None:
+            return self.inner.pid
+
+    site.routes["/ok"] = Route(body=solid(GREEN))
+    source = Recording(LocalLaunch(chromium, slots=2))
+    # The engine's config names no usable Chromium: the source is its only way to one.
+    engine = Engine(PoolConfig(executable="/nonexistent/chromium"), source, None)
+    thread = AsyncioThread()
+    thread.start()
+    try:
+        await thread.run(engine.start)
+        assert calls == ["connect"]
+        first = engine.pid
+        assert first is not None and first == source.pid and alive(first)
+        first_family = family(first)
+        assert len(first_family) > 1
+
+        os.kill(first, signal.SIGKILL)
+        await thread.run(lambda: engine.relaunch(engine.generation))
+        assert calls == ["connect", "reap", "connect"]
+        assert engine.pid not in (None, first)
+        # The source's reap: nothing of the dead browser's process group lives on.
+        assert not await settled(lambda: {p for p in first_family if alive(p)})
+
+        state = ContextState(options=CaptureOptions(), cookie_url=None)
+        await thread.run(lambda: engine.open_context(state))
+        url, since = site.url("/ok"), trio.current_time()
+        shot = await thread.run(lambda: engine.capture(state, url, 15, since))
+        assert near(at(shot, 10, 10), GREEN)
+        await thread.run(lambda: engine.close_context(state))
+    finally:
+        with trio.CancelScope(shield=True):
+            await thread.run(engine.stop)
+            await thread.stop()
+    assert calls == ["connect", "reap", "connect", "reap"]
+    assert engine.pid is None
+    assert not await settled(running_chromium_of_this_process)
 
 
 # -- options, proven by the image ------------------------------------------------------
