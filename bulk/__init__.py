@@ -16,7 +16,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._api import ApiConfig, create_app
     from ._archive import ArchiveInfo, PageRecord, build_zip, write_zip
-    from ._browser import BrowserPool, CaptureSession, PoolConfig, Screenshot
+    from ._capture import BrowserPool, CaptureSession, PoolConfig, Screenshot
     from ._config import Settings, find_chromium
     from ._discover import DiscoverLimits, Discovery, discover, discover_all
     from ._exceptions import (
@@ -80,10 +80,10 @@ _EXPORTS: dict[str, str] = {
     "FetchLimits": "_fetch",
     "open_fetcher": "_fetch",
     "Ledger": "_ledger",
-    "BrowserPool": "_browser",
-    "CaptureSession": "_browser",
-    "PoolConfig": "_browser",
-    "Screenshot": "_browser",
+    "BrowserPool": "_capture",
+    "CaptureSession": "_capture",
+    "PoolConfig": "_capture",
+    "Screenshot": "_capture",
     "Layout": "_paths",
     "entry_name": "_paths",
     "root_folder": "_paths",

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ._browser import BrowserPool
+from ._capture import BrowserPool
 from ._discover import DiscoverLimits, discover_all
 from ._exceptions import (
     APIKeyRequired,

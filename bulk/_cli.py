@@ -27,7 +27,7 @@ from typing import Any, Final, NoReturn, TypeVar
 import click
 import trio
 
-from ._browser import BrowserPool, PoolConfig, default_concurrency
+from ._capture import BrowserPool, PoolConfig, default_concurrency
 from ._config import Settings, find_chromium
 from ._discover import DiscoverLimits, Discovery, discover, max_sitemaps_for
 from ._exceptions import BulkError, Interrupted, InvalidURL, ResumeMismatch, ValidationError

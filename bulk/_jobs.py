@@ -33,7 +33,7 @@ import attrs
 import trio
 
 from ._archive import ArchiveInfo, PageRecord, build_zip, make_thumbnail, write_zip
-from ._browser import BrowserPool, CaptureSession, Screenshot
+from ._capture import BrowserPool, CaptureSession, Screenshot
 from ._discover import DiscoverLimits, Discovery, discover
 from ._exceptions import BulkError, ResumeMismatch, SecretsUnavailable
 from ._fetch import Fetcher

@@ -30,7 +30,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from ._api import ApiConfig, ServiceState, create_app
-from ._browser import BrowserPool, PoolConfig
+from ._capture import BrowserPool, PoolConfig
 from ._fetch import open_fetcher
 from ._jobs import JobRunner, RunnerConfig
 from ._ledger import Ledger, SecretBox

@@ -16,7 +16,7 @@ import httpx
 import trio
 
 from bulk._api import IN_FLIGHT_LIMITS, ApiConfig, RateLimit
-from bulk._browser import PoolConfig
+from bulk._capture import PoolConfig
 from bulk._ledger import Ledger
 from bulk._policy import EgressPolicy
 from bulk._service import ServiceConfig, serve
