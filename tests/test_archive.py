@@ -808,7 +808,7 @@ def test_build_zip_refuses_archive_names_with_a_bulk_error(
     with pytest.raises(BulkError) as info:
         build_zip(make_info(), [record], work_dir=work_dir)
     assert isinstance(info.value, ArchiveError) and isinstance(info.value, ValueError)
-    assert info.value.code == "INTERNAL_ERROR"
+    assert info.value.code == "ARCHIVE_ERROR"
     assert list(work_dir.iterdir()) == []
 
 
