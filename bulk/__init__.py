@@ -1,15 +1,70 @@
 """bulk: sitemap-driven bulk website archiver (library, CLI and HTTP service).
 
 The public names below are the library's face; the modules behind them are private.
-They load lazily, so ``import bulk`` stays cheap (the CLI's bootstrap uses it).
+They load lazily, so ``import bulk`` stays cheap (the CLI's bootstrap uses it); type
+checkers see them through the ``TYPE_CHECKING`` imports, which name the same modules
+as ``_EXPORTS`` (tests/test_exports.py checks both against ``__all__``).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._api import ApiConfig, create_app
+    from ._archive import ArchiveInfo, PageRecord, build_zip, write_zip
+    from ._capture import BrowserPool, CaptureSession, PoolConfig, Screenshot
+    from ._config import Settings, find_chromium
+    from ._discover import DiscoverLimits, Discovery, discover, discover_all
+    from ._exceptions import (
+        APIKeyRequired,
+        BrowserCrashed,
+        BrowserUnavailable,
+        BulkError,
+        CaptureError,
+        CaptureTimeout,
+        DiscoveryError,
+        DownloadExpired,
+        DownloadRefused,
+        EmailTaken,
+        EndpointNotFound,
+        FetchError,
+        HTTPStatusError,
+        IdempotencyKeyReused,
+        InsufficientCredits,
+        Interrupted,
+        InvalidAPIKey,
+        InvalidSitemap,
+        InvalidURL,
+        JobNotFound,
+        JobNotReady,
+        KeyLimitReached,
+        MethodNotAllowed,
+        NavigationError,
+        NoPagesCaptured,
+        NoSitemapFound,
+        NoURLsFound,
+        PageTooLarge,
+        PayloadTooLarge,
+        RateLimitExceeded,
+        ResponseTooLarge,
+        ResumeMismatch,
+        SelectorNotFound,
+        URLBlocked,
+        ValidationError,
+    )
+    from ._fetch import FetchLimits, open_fetcher
+    from ._jobs import JobRunner, RunnerConfig, archive_site
+    from ._ledger import Ledger
+    from ._options import CaptureOptions, Cookie
+    from ._paths import Layout, entry_name, root_folder
+    from ._policy import EgressPolicy, is_public_address
+    from ._proxy import open_egress_proxy
+    from ._service import ServiceConfig, serve
+    from ._sitemap import SitemapParser, parse_robots
 
 _EXPORTS: dict[str, str] = {
     # pipeline stages
@@ -25,10 +80,10 @@ _EXPORTS: dict[str, str] = {
     "FetchLimits": "_fetch",
     "open_fetcher": "_fetch",
     "Ledger": "_ledger",
-    "BrowserPool": "_browser",
-    "CaptureSession": "_browser",
-    "PoolConfig": "_browser",
-    "Screenshot": "_browser",
+    "BrowserPool": "_capture",
+    "CaptureSession": "_capture",
+    "PoolConfig": "_capture",
+    "Screenshot": "_capture",
     "Layout": "_paths",
     "entry_name": "_paths",
     "root_folder": "_paths",
@@ -59,6 +114,7 @@ _EXPORTS: dict[str, str] = {
     "DownloadExpired": "_exceptions",
     "DownloadRefused": "_exceptions",
     "EmailTaken": "_exceptions",
+    "EndpointNotFound": "_exceptions",
     "FetchError": "_exceptions",
     "HTTPStatusError": "_exceptions",
     "IdempotencyKeyReused": "_exceptions",
@@ -70,7 +126,9 @@ _EXPORTS: dict[str, str] = {
     "JobNotFound": "_exceptions",
     "JobNotReady": "_exceptions",
     "KeyLimitReached": "_exceptions",
+    "MethodNotAllowed": "_exceptions",
     "NavigationError": "_exceptions",
+    "NoPagesCaptured": "_exceptions",
     "NoSitemapFound": "_exceptions",
     "NoURLsFound": "_exceptions",
     "PageTooLarge": "_exceptions",
@@ -83,7 +141,78 @@ _EXPORTS: dict[str, str] = {
     "ValidationError": "_exceptions",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "APIKeyRequired",
+    "ApiConfig",
+    "ArchiveInfo",
+    "BrowserCrashed",
+    "BrowserPool",
+    "BrowserUnavailable",
+    "BulkError",
+    "CaptureError",
+    "CaptureOptions",
+    "CaptureSession",
+    "CaptureTimeout",
+    "Cookie",
+    "DiscoverLimits",
+    "Discovery",
+    "DiscoveryError",
+    "DownloadExpired",
+    "DownloadRefused",
+    "EgressPolicy",
+    "EmailTaken",
+    "EndpointNotFound",
+    "FetchError",
+    "FetchLimits",
+    "HTTPStatusError",
+    "IdempotencyKeyReused",
+    "InsufficientCredits",
+    "Interrupted",
+    "InvalidAPIKey",
+    "InvalidSitemap",
+    "InvalidURL",
+    "JobNotFound",
+    "JobNotReady",
+    "JobRunner",
+    "KeyLimitReached",
+    "Layout",
+    "Ledger",
+    "MethodNotAllowed",
+    "NavigationError",
+    "NoPagesCaptured",
+    "NoSitemapFound",
+    "NoURLsFound",
+    "PageRecord",
+    "PageTooLarge",
+    "PayloadTooLarge",
+    "PoolConfig",
+    "RateLimitExceeded",
+    "ResponseTooLarge",
+    "ResumeMismatch",
+    "RunnerConfig",
+    "Screenshot",
+    "SelectorNotFound",
+    "ServiceConfig",
+    "Settings",
+    "SitemapParser",
+    "URLBlocked",
+    "ValidationError",
+    "__version__",
+    "archive_site",
+    "build_zip",
+    "create_app",
+    "discover",
+    "discover_all",
+    "entry_name",
+    "find_chromium",
+    "is_public_address",
+    "open_egress_proxy",
+    "open_fetcher",
+    "parse_robots",
+    "root_folder",
+    "serve",
+    "write_zip",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,9 +2,11 @@
 
 Every endpoint goes through ``_Endpoint``, which does the checks in the documented
 order (auth, rate limit, then the handler's validation, URL policy, credits), maps
-every ``BulkError`` to the JSON error envelope with its status, adds the
-``X-RateLimit-*`` headers, and gives back the rate-limit slot when the request was
-rejected. No stack trace ever reaches a client; API keys never reach a log line.
+every ``BulkError`` to the JSON error envelope with its class's ``api_status``, adds
+the ``X-RateLimit-*`` headers, and gives back the rate-limit slot when the request was
+refused before any work (``_doing_work`` marks where work begins: a discovery or a
+capture keeps its slot even when it fails). No stack trace ever reaches a client; API
+keys never reach a log line.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import re
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Final, final
@@ -31,87 +31,64 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from . import __version__
-from ._browser import BrowserPool
+from ._capture import BrowserPool
 from ._discover import DiscoverLimits, discover_all
 from ._exceptions import (
     APIKeyRequired,
     BulkError,
     CaptureError,
     DownloadExpired,
+    EndpointNotFound,
     InsufficientCredits,
     InvalidAPIKey,
     InvalidURL,
     JobNotFound,
     JobNotReady,
+    MethodNotAllowed,
     PayloadTooLarge,
     RateLimitExceeded,
     URLBlocked,
     ValidationError,
+    error_table,
 )
 from ._fetch import Fetcher
-from ._jobs import JobRunner, failed_result, ok_result
+from ._jobs import JobRunner
 from ._ledger import Account, JobRow, Ledger, NewJob, iso
+from ._openapi import (
+    EMAIL_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_BODY,
+    MAX_PAGES_API,
+    URL_FIELD_LIMIT,
+    openapi_document,
+)
 from ._options import OPTION_SPECS, CaptureOptions
 from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
+from ._ratelimit import IN_FLIGHT_LIMITS, RATE_LIMITS, InFlight, Limiter, RateLimit
+from ._results import failed_result, ok_result
 from ._urls import site_candidates
+from ._version import __version__
 
-__all__ = ["RATE_LIMITS", "ApiConfig", "RateLimit", "ServiceState", "create_app", "status_of"]
+__all__ = [
+    "IN_FLIGHT_LIMITS",
+    "RATE_LIMITS",
+    "ApiConfig",
+    "RateLimit",
+    "ServiceState",
+    "create_app",
+    "status_of",
+]
 
 log = logging.getLogger("bulk.api")
 
-MAX_BODY: Final = 64 * 1024
 STARTER_CREDITS: Final = 100
-MAX_PAGES_API: Final = 100
-
-_STATUS: Final[Mapping[str, int]] = {
-    "API_KEY_REQUIRED": 401,
-    "INVALID_API_KEY": 401,
-    "INSUFFICIENT_CREDITS": 402,
-    "VALIDATION_ERROR": 400,
-    "INVALID_URL": 400,
-    "URL_BLOCKED": 400,
-    "NO_SITEMAP_FOUND": 400,
-    "NO_URLS_FOUND": 400,
-    "INVALID_SITEMAP": 400,
-    "FETCH_ERROR": 400,
-    "RESPONSE_TOO_LARGE": 400,
-    "DISCOVERY_ERROR": 400,
-    "JOB_NOT_FOUND": 404,
-    "NOT_FOUND": 404,
-    "METHOD_NOT_ALLOWED": 405,
-    "JOB_NOT_READY": 409,
-    "KEY_LIMIT_REACHED": 409,
-    "EMAIL_TAKEN": 409,
-    "DOWNLOAD_EXPIRED": 410,
-    "PAYLOAD_TOO_LARGE": 413,
-    "IDEMPOTENCY_KEY_REUSED": 422,
-    "RATE_LIMIT_EXCEEDED": 429,
-    "CAPTURE_ERROR": 500,
-    "INTERNAL_ERROR": 500,
-    "CHROMIUM_NOT_FOUND": 503,
-}
 
 
 def status_of(code: str) -> int:
-    """The HTTP status the API answers with for an error code."""
-    return _STATUS.get(code, 500)
-
-
-@attrs.frozen
-class RateLimit:
-    limit: int
-    window: float  # seconds
-
-
-#: Pixcap's published limits.
-RATE_LIMITS: Final[Mapping[str, RateLimit]] = {
-    "general": RateLimit(100, 60),
-    "screenshot": RateLimit(60, 60),
-    "bulk": RateLimit(10, 3600),
-    "register": RateLimit(10, 900),
-}
+    """The HTTP status the API answers with for an error code (``error_table``)."""
+    cls = error_table().get(code)
+    return cls.api_status if cls is not None else BulkError.api_status
 
 
 @attrs.frozen(kw_only=True)
@@ -119,81 +96,11 @@ class ApiConfig:
     """Knobs of the HTTP layer (tests shrink them)."""
 
     rate_limits: Mapping[str, RateLimit] = RATE_LIMITS
+    #: Discoveries and single captures one key may run at once (``InFlight``).
+    in_flight: Mapping[str, int] = IN_FLIGHT_LIMITS
     discovery_timeout: float = 60.0
     starter_credits: int = STARTER_CREDITS
     clock: Callable[[], float] = time.time
-
-
-@final
-class _Window:
-    """Sliding-window counter for one (bucket, subject)."""
-
-    def __init__(self) -> None:
-        self.times: deque[float] = deque()
-
-
-@final
-class _Limiter:
-    """In-memory sliding-window rate limits. A slot is taken when a request passes
-    the check and given back if the request is then rejected (4xx/5xx), so rejected
-    requests do not count."""
-
-    def __init__(self, limits: Mapping[str, RateLimit], clock: Callable[[], float]) -> None:
-        self.limits = limits
-        self.clock = clock
-        self.windows: dict[tuple[str, str], _Window] = {}
-
-    def take(self, bucket: str, subject: str) -> tuple[float, dict[str, str]]:
-        """Take a slot; returns its timestamp and the headers to send.
-
-        Raises:
-            RateLimitExceeded: The window is full (the request takes no slot).
-        """
-        rule = self.limits[bucket]
-        now = self.clock()
-        window = self.windows.setdefault((bucket, subject), _Window())
-        while window.times and window.times[0] <= now - rule.window:
-            window.times.popleft()
-        if len(window.times) >= rule.limit:
-            reset = window.times[0] + rule.window
-            retry = max(1, math.ceil(reset - now))
-            raise RateLimitExceeded(
-                f"rate limit of {rule.limit} requests per {_span(rule.window)} exceeded",
-                retry_after=retry,
-                details={"limit": rule.limit, "window_seconds": int(rule.window)},
-            )
-        window.times.append(now)
-        return now, self._headers(rule, window, now)
-
-    def give_back(self, bucket: str, subject: str, stamp: float) -> None:
-        window = self.windows.get((bucket, subject))
-        if window is not None:
-            with contextlib.suppress(ValueError):
-                window.times.remove(stamp)
-
-    def peek_headers(self, bucket: str, subject: str) -> dict[str, str]:
-        rule = self.limits[bucket]
-        window = self.windows.setdefault((bucket, subject), _Window())
-        return self._headers(rule, window, self.clock())
-
-    @staticmethod
-    def _headers(rule: RateLimit, window: _Window, now: float) -> dict[str, str]:
-        reset = (window.times[0] + rule.window) if window.times else now + rule.window
-        return {
-            "X-RateLimit-Limit": str(rule.limit),
-            "X-RateLimit-Remaining": str(max(0, rule.limit - len(window.times))),
-            "X-RateLimit-Reset": str(math.ceil(reset)),
-        }
-
-
-def _span(seconds: float) -> str:
-    if seconds % 3600 == 0:
-        n = int(seconds // 3600)
-        return "hour" if n == 1 else f"{n} hours"
-    if seconds % 60 == 0:
-        n = int(seconds // 60)
-        return "minute" if n == 1 else f"{n} minutes"
-    return f"{seconds:g} seconds"
 
 
 @attrs.define(kw_only=True)
@@ -208,6 +115,10 @@ class ServiceState:
     data_dir: Path
     config: ApiConfig = attrs.field(factory=ApiConfig)
     draining: bool = False
+    in_flight: InFlight = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda self: InFlight(self.config.in_flight), takes_self=True),
+    )
 
 
 # ---- request parsing ------------------------------------------------------------------
@@ -224,20 +135,43 @@ def _error(exc: BulkError) -> JSONResponse:
     headers = {}
     if isinstance(exc, RateLimitExceeded):
         headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse(_error_body(exc), status_code=status_of(exc.code), headers=headers)
+    return JSONResponse(_error_body(exc), status_code=exc.api_status, headers=headers)
+
+
+async def _raw_body(request: Request) -> bytes:
+    """The request body, at most ``MAX_BODY`` bytes, read once per request.
+
+    Kept (or the refusal kept) on ``request.state``: the replay check and the handler
+    both read it, and a half-consumed stream cannot be read twice.
+
+    Raises:
+        PayloadTooLarge: Over ``MAX_BODY`` bytes.
+    """
+    kept = getattr(request.state, "bulk_body", None)
+    if isinstance(kept, PayloadTooLarge):
+        raise kept
+    if isinstance(kept, bytes):
+        return kept
+    try:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
+            chunks.append(chunk)
+    except PayloadTooLarge as exc:
+        request.state.bulk_body = exc
+        raise
+    raw = b"".join(chunks)
+    request.state.bulk_body = raw
+    return raw
 
 
 async def _json_body(request: Request) -> Any:
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await _raw_body(request)
     if not raw.strip():
         raise ValidationError("the request body must be a JSON object", field="body")
     try:
@@ -269,6 +203,8 @@ def _max_pages(options: Mapping[str, Any]) -> int:
     if not present:
         return MAX_PAGES_API
     value = options[present[0]]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's integer: 5.0 is one
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError("options.maxPages must be an integer", field="options.maxPages")
     if not 1 <= value <= MAX_PAGES_API:
@@ -287,6 +223,8 @@ def _capture_options(data: Mapping[str, Any], prefix: str = "") -> CaptureOption
 
 
 _GET_BOOL: Final = {"true": True, "1": True, "false": False, "0": False}
+_QUERY_INT: Final = re.compile(r"-?[0-9]{1,9}(?:\.0+)?")
+_QUERY_NUMBER: Final = re.compile(r"-?[0-9]{1,9}(?:\.[0-9]{1,17})?(?:[eE][-+]?[0-9]{1,3})?")
 
 
 def _options_from_query(params: Mapping[str, str]) -> dict[str, Any]:
@@ -300,21 +238,23 @@ def _options_from_query(params: Mapping[str, str]) -> dict[str, Any]:
         if spec is None:
             raise ValidationError(f"unknown option {key!r}", field=key)
         value: Any = raw
+        # Plain ASCII forms only (Python's int() and float() also take "١٢", "1_0"
+        # or " 5 "; the OpenAPI document promises numbers as JSON writes them).
         if spec.kind == "int":
-            if not re.fullmatch(r"-?\d{1,9}", raw):
+            if not _QUERY_INT.fullmatch(raw):
                 raise ValidationError(f"{key} must be an integer", field=key)
-            value = int(raw)
+            value = int(float(raw))
         elif spec.kind == "float":
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValidationError(f"{key} must be a number", field=key) from None
+            if not _QUERY_NUMBER.fullmatch(raw):
+                raise ValidationError(f"{key} must be a number", field=key)
+            value = float(raw)
         elif spec.kind == "bool":
             if raw.lower() not in _GET_BOOL:
                 raise ValidationError(f"{key} must be true or false", field=key)
             value = _GET_BOOL[raw.lower()]
         elif spec.kind == "str_list":
-            value = [s for s in raw.split(",") if s.strip()]
+            # Every item counts (an empty one is refused, as in a JSON body).
+            value = raw.split(",") if raw else []
         elif spec.kind in ("cookies", "headers"):
             try:
                 value = json.loads(raw)
@@ -333,11 +273,8 @@ def _check_target(policy: EgressPolicy, url: str, field: str) -> None:
         raise
 
 
-# URL fields take more than the URL limit so that an over-long URL is judged by the
-# URL rules (INVALID_URL), not by the generic string check.
-_URL_FIELD_LIMIT: Final = 16 * 1024
-_IDEMPOTENCY_KEY: Final = re.compile(r"^[A-Za-z0-9_.:\-]{1,255}$")
-_EMAIL: Final = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+_IDEMPOTENCY_KEY: Final = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_EMAIL: Final = re.compile(EMAIL_PATTERN)
 
 
 # ---- responses ------------------------------------------------------------------------
@@ -372,6 +309,8 @@ def job_status_body(job: JobRow) -> dict[str, Any]:
         }
     if job.error_code:
         body["error"] = {"code": job.error_code, "message": job.error_message}
+    # What discovery found, cut and skipped (``Discovery.to_json``; null before it existed).
+    body["discovery"] = job.discovery
     return body
 
 
@@ -407,31 +346,85 @@ def _api_key(request: Request) -> str | None:
     return key or None
 
 
+def _subject(account: Account) -> str:
+    """Who limits count against: the API key."""
+    return f"key:{account.api_key_id}"
+
+
+@contextlib.contextmanager
+def _doing_work(
+    request: Request, state: ServiceState, account: Account, kind: str
+) -> Iterator[None]:
+    """The block does work that costs the service (``kind``: a discovery or a capture).
+
+    Everything checked before it (auth, validation, URL policy, credits) refuses a
+    request for free; from here on the request keeps its rate-limit slots, whatever
+    its outcome, and counts against the key's cap of ``kind`` in flight.
+
+    Raises:
+        RateLimitExceeded: The key already runs its cap of ``kind`` (nothing began).
+    """
+    with state.in_flight.hold(kind, _subject(account)):
+        request.state.bulk_work_began = True
+        yield
+
+
+def _work_began(request: Request) -> bool:
+    return bool(getattr(request.state, "bulk_work_began", False))
+
+
+Replay = Callable[[Request, ServiceState, Account], Awaitable[Response | None]]
+
+
 @final
 class _Endpoint:
-    """Auth -> rate limits -> handler; errors to the envelope; headers; slot refunds."""
+    """Auth -> rate limits -> handler; errors to the envelope; headers; slot refunds.
+
+    Args:
+        bucket: The endpoint's own rate-limit bucket (besides ``general``), if any.
+        auth: Whether an API key is required (buckets then count per key, else per
+            client address).
+        replay: Answers a request that repeats an earlier one (``Idempotency-Key``)
+            before the endpoint's own bucket is checked, so a replay, which makes
+            nothing new, neither uses nor is refused by it.
+    """
 
     def __init__(
         self,
         state: ServiceState,
-        limiter: _Limiter,
+        limiter: Limiter,
         handler: Handler,
         *,
         bucket: str | None,
         auth: bool = True,
+        replay: Replay | None = None,
     ) -> None:
         self.state = state
         self.limiter = limiter
         self.handler = handler
         self.bucket = bucket
         self.auth = auth
+        self.replay = replay
 
     async def __call__(self, request: Request) -> Response:
         taken: list[tuple[str, str, float]] = []
         headers: dict[str, str] = {}
+        window_full = False
         started = time.monotonic()
+
+        def take(bucket: str, subject: str) -> None:
+            nonlocal headers, window_full
+            try:
+                stamp, headers = self.limiter.take(bucket, subject)
+            except RateLimitExceeded:
+                headers = self.limiter.peek_headers(bucket, subject)
+                window_full = True
+                raise
+            taken.append((bucket, subject, stamp))
+
         try:
             account: Account | None = None
+            response: Response | None = None
             if self.auth:
                 key = _api_key(request)
                 if key is None:
@@ -439,37 +432,36 @@ class _Endpoint:
                         "an API key is required (X-API-Key header, Bearer token or ?api_key=)"
                     )
                 account = await self.state.ledger.authenticate(key)
-                subject = f"key:{account.api_key_id}"
-                for bucket in ("general", self.bucket):
-                    if bucket is None:
-                        continue
-                    try:
-                        stamp, hdrs = self.limiter.take(bucket, subject)
-                    except RateLimitExceeded:
-                        headers = self.limiter.peek_headers(bucket, subject)
-                        raise
-                    taken.append((bucket, subject, stamp))
-                    headers = hdrs
+                subject = _subject(account)
+                take("general", subject)
+                if self.replay is not None:
+                    response = await self.replay(request, self.state, account)
+                if response is None and self.bucket is not None:
+                    take(self.bucket, subject)
             elif self.bucket is not None:
-                subject = f"ip:{request.client.host if request.client else '?'}"
-                try:
-                    stamp, headers = self.limiter.take(self.bucket, subject)
-                except RateLimitExceeded:
-                    headers = self.limiter.peek_headers(self.bucket, subject)
-                    raise
-                taken.append((self.bucket, subject, stamp))
-            response = await self.handler(request, self.state, account)
+                take(self.bucket, f"ip:{request.client.host if request.client else '?'}")
+            if response is None:
+                response = await self.handler(request, self.state, account)
         except BulkError as exc:
             response = _error(exc)
         except Exception:
             log.exception("unhandled error in %s %s", request.method, request.url.path)
             response = _error(BulkError("internal error"))
-        if response.status_code >= 400:
+        if response.status_code >= 400 and not _work_began(request):
+            # Refused before any work: the request costs no slot.
             for bucket, subject, stamp in taken:
                 self.limiter.give_back(bucket, subject, stamp)
-            # After a 429 the headers already describe the exhausted bucket.
-            if taken and response.status_code != 429:
+            # After a full window the headers already describe the exhausted bucket.
+            if taken and not window_full:
                 headers = self.limiter.peek_headers(taken[-1][0], taken[-1][1])
+        elif getattr(request.state, "bulk_replay", False) and taken:
+            # A replay makes no new job: no slot of the endpoint's own bucket (one was
+            # taken only when the handler, not the replay check, found the original).
+            for bucket, subject, stamp in taken:
+                if bucket == self.bucket:
+                    self.limiter.give_back(bucket, subject, stamp)
+            if self.bucket is not None:
+                headers = self.limiter.peek_headers(self.bucket, taken[0][1])
         for k, v in headers.items():
             response.headers[k] = v
         response.headers.setdefault(
@@ -499,7 +491,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
     if len(site_field) != 1:
         raise ValidationError("give exactly one of url or sitemap_url", field="url")
     field = site_field[0]
-    target = _string(body[field], field, limit=_URL_FIELD_LIMIT)
+    target = _string(body[field], field, limit=URL_FIELD_LIMIT)
     options_raw = _object(body.get("options", {}), "options")
     max_pages = _max_pages(options_raw)
     options = _capture_options(options_raw, "options.")
@@ -507,7 +499,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
     if len(webhook_fields) > 1:
         raise ValidationError("webhook_url given twice", field="webhook_url")
     webhook = (
-        _string(body[webhook_fields[0]], "webhook_url", limit=_URL_FIELD_LIMIT)
+        _string(body[webhook_fields[0]], "webhook_url", limit=URL_FIELD_LIMIT)
         if webhook_fields
         else None
     )
@@ -521,48 +513,89 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
     _check_target(state.policy, target, field)
     if webhook is not None:
         state.policy.check_url(webhook)
-    request_hash = hashlib.sha256(
-        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    request_hash = _request_hash(body)
     if idem is not None:
         earlier = await state.ledger.find_idempotent(account.id, idem, request_hash)
         if earlier is not None:
-            balance = (await state.ledger.account(account.id)).balance
-            return JSONResponse(
-                _created_body(earlier, balance),
-                status_code=202,
-                headers={"Idempotent-Replayed": "true"},
-            )
+            return await _replayed(request, state, account, earlier)
     if account.balance < 1:
         raise InsufficientCredits(
             "no credits remaining", details={"required": 1, "available": account.balance}
         )
-    limits = DiscoverLimits(max_pages=max_pages, total_timeout=state.config.discovery_timeout)
-    urls, found = await discover_all(
-        target, state.fetcher, limits, sitemap=True if field != "url" else None
-    )
-    layout = Layout(options.extension)
-    entries = [(u, layout.assign(u)) for u in urls]
-    site = found.site or site_candidates(target)[0].origin
-    job = await state.ledger.create_job(
-        NewJob(
-            kind="bulk",
-            site=site,
-            urls=entries,
-            account_id=account.id,
-            api_key_id=account.api_key_id,
-            sitemap_urls=found.sitemaps,
-            options=options.to_json(),
-            root=root_folder(site, date.today()),
-            idempotency_key=idem,
-            request_hash=request_hash,
-            webhook_url=webhook,
+    with _doing_work(request, state, account, "discovery"):
+        # The default budget (100 sitemap documents); past maxPages, only a little
+        # counting for discovery.found, so one request's parsing stays small.
+        limits = DiscoverLimits(
+            max_pages=max_pages, total_timeout=state.config.discovery_timeout, count_limit=10_000
         )
-    )
+        urls, found = await discover_all(
+            target, state.fetcher, limits, sitemap=True if field != "url" else None
+        )
+        layout = Layout(options.extension)
+        entries = [(u, layout.assign(u)) for u in urls]
+        site = found.site or site_candidates(target)[0].origin
+        job = await state.ledger.create_job(
+            NewJob(
+                kind="bulk",
+                site=site,
+                urls=entries,
+                account_id=account.id,
+                api_key_id=account.api_key_id,
+                sitemap_urls=found.sitemaps,
+                options=options.to_json(),
+                root=root_folder(site, date.today()),
+                idempotency_key=idem,
+                request_hash=request_hash,
+                webhook_url=webhook,
+                discovery=found.to_json(),
+            )
+        )
+    if job.replayed:
+        # Another request with this key and body created the job meanwhile.
+        return await _replayed(request, state, account, job)
     state.runner.wake()
     balance = (await state.ledger.account(account.id)).balance
-    headers = {"Idempotent-Replayed": "true"} if job.replayed else {}
-    return JSONResponse(_created_body(job, balance), status_code=202, headers=headers)
+    return JSONResponse(_created_body(job, balance), status_code=202)
+
+
+def _request_hash(body: Any) -> str:
+    """What makes two requests with one Idempotency-Key the same request."""
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+async def _replayed(
+    request: Request, state: ServiceState, account: Account, job: JobRow
+) -> Response:
+    """The answer to a replay: the original job, marked ``Idempotent-Replayed``."""
+    # A replay makes no new job: it must not use the endpoint's job quota.
+    request.state.bulk_replay = True
+    balance = (await state.ledger.account(account.id)).balance
+    return JSONResponse(
+        _created_body(job, balance), status_code=202, headers={"Idempotent-Replayed": "true"}
+    )
+
+
+async def bulk_replay(request: Request, state: ServiceState, account: Account) -> Response | None:
+    """``POST /bulk-screenshot`` repeating an earlier one (same Idempotency-Key and body).
+
+    Answered before the bulk rate limit: the original job again, with no new work, so
+    that a client retrying a create it is unsure about always learns its job. Anything
+    else (no key, another body, a body that is not JSON) returns ``None`` and goes
+    through the full checks, in their order, which then say what is wrong.
+    """
+    idem = request.headers.get("idempotency-key")
+    if idem is None or not _IDEMPOTENCY_KEY.match(idem):
+        return None
+    try:
+        body = await _json_body(request)
+        earlier = await state.ledger.find_idempotent(account.id, idem, _request_hash(body))
+    except BulkError:
+        return None
+    if earlier is None:
+        return None
+    return await _replayed(request, state, account, earlier)
 
 
 async def job_status(request: Request, state: ServiceState, account: Account | None) -> Response:
@@ -610,12 +643,19 @@ async def download(request: Request, state: ServiceState, account: Account | Non
 
 
 async def _shoot(
-    state: ServiceState, account: Account, url: str, options: CaptureOptions
+    request: Request, state: ServiceState, account: Account, url: str, options: CaptureOptions
 ) -> tuple[Any, int]:
     """One charged capture: reserve 1 credit, capture, use or refund it."""
     state.policy.check_url(url)
     if account.balance < 1:
         raise InsufficientCredits("no credits remaining", details={"required": 1, "available": 0})
+    with _doing_work(request, state, account, "capture"):
+        return await _charged_capture(state, account, url, options)
+
+
+async def _charged_capture(
+    state: ServiceState, account: Account, url: str, options: CaptureOptions
+) -> tuple[Any, int]:
     ledger = state.ledger
     # Shielded together: once the credit is reserved, this request must also hold the
     # lease, so that whatever happens next settles it (use or refund) exactly once.
@@ -642,13 +682,16 @@ async def _shoot(
             await ledger.fail_job(job.id, exc.code, exc.message)
         if isinstance(exc, URLBlocked):
             raise
+        refused = _refused_input(exc)
+        if refused is not None:
+            raise refused from None
         raise CaptureError(
             f"failed to capture the page: {exc.message}",
             details={"reason": exc.code, "http_status": http_status},
         ) from None
     except BaseException:
         with trio.CancelScope(shield=True):
-            await ledger.fail_job(job.id, "CAPTURE_ERROR", "the request ended before the capture")
+            await ledger.fail_job(job.id, CaptureError.code, "the request ended before the capture")
         raise
     digest = hashlib.sha256(shot.data).hexdigest()
     with trio.CancelScope(shield=True):
@@ -656,6 +699,21 @@ async def _shoot(
         await ledger.set_status(job.id, "completed")
     balance = (await ledger.account(account.id)).balance
     return shot, balance
+
+
+def _refused_input(exc: CaptureError) -> ValidationError | None:
+    """The request's own fault, found by Chromium: a value only Chromium can judge.
+
+    An invalid CSS selector, cookie fields Chromium will not set: only Chromium's own
+    parsers agree with Chromium, so the capture module tries them (before navigating)
+    and names the field in ``details``. That is a 400 naming the field, not a failed
+    capture (the credit is refunded either way).
+    """
+    details = exc.details if isinstance(exc.details, dict) else {}
+    field = details.get("field")
+    if type(exc) is CaptureError and isinstance(field, str):
+        return ValidationError(exc.message, field=field)
+    return None
 
 
 def _shot_headers(shot: Any, balance: int) -> dict[str, str]:
@@ -674,9 +732,9 @@ async def screenshot_get(
     params = request.query_params
     if "url" not in params:
         raise ValidationError("url is required", field="url")
-    url = _string(params["url"], "url", limit=_URL_FIELD_LIMIT)
+    url = _string(params["url"], "url", limit=URL_FIELD_LIMIT)
     options = _capture_options(_options_from_query(dict(params)))
-    shot, balance = await _shoot(state, account, url, options)
+    shot, balance = await _shoot(request, state, account, url, options)
     return Response(shot.data, media_type=options.mime_type, headers=_shot_headers(shot, balance))
 
 
@@ -687,10 +745,11 @@ async def screenshot_post(
     body = _object(await _json_body(request), "body")
     if "url" not in body:
         raise ValidationError("url is required", field="url")
-    url = _string(body["url"], "url", limit=_URL_FIELD_LIMIT)
+    url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
+    # response_type: Pixcap's, accepted and ignored (this endpoint always answers JSON).
     rest = {k: v for k, v in body.items() if k not in ("url", "response_type", "responseType")}
     options = _capture_options(rest)
-    shot, balance = await _shoot(state, account, url, options)
+    shot, balance = await _shoot(request, state, account, url, options)
     started = time.time() - shot.elapsed
     data = {
         "image": base64.b64encode(shot.data).decode(),
@@ -714,9 +773,11 @@ async def register(request: Request, state: ServiceState, account: Account | Non
     unknown = set(body) - {"email"}
     if unknown:
         raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
-    email = _string(body.get("email"), "email", limit=254).lower()
-    if not _EMAIL.match(email):
+    email = body.get("email")
+    # Checked as given (nothing stripped), as the OpenAPI document's pattern says.
+    if not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email):
         raise ValidationError("email is not a valid address", field="email")
+    email = email.lower()
     created, key = await state.ledger.create_account(
         credits=state.config.starter_credits, email=email
     )
@@ -795,29 +856,49 @@ async def health(request: Request, state: ServiceState, account: Account | None)
 
 
 async def openapi(request: Request, state: ServiceState, account: Account | None) -> Response:
-    from ._openapi import openapi_document
+    return JSONResponse(openapi_document(state.config.rate_limits, state.config.in_flight))
 
-    return JSONResponse(openapi_document(state.config))
+
+def _by_method(
+    **endpoints: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """One handler for a path whose methods have different endpoints (HEAD as GET)."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return dispatch
 
 
 def create_app(state: ServiceState) -> Starlette:
     """The Starlette application for ``state`` (mounted at the root; paths under /api/v1)."""
-    limiter = _Limiter(state.config.rate_limits, state.config.clock)
+    limiter = Limiter(state.config.rate_limits, state.config.clock)
 
     def ep(
-        handler: Handler, bucket: str | None, *, auth: bool = True
+        handler: Handler, bucket: str | None, *, auth: bool = True, replay: Replay | None = None
     ) -> Callable[[Request], Awaitable[Response]]:
         # A bound method (not the instance): Starlette then treats it as a request
         # handler rather than as a raw ASGI app.
-        return _Endpoint(state, limiter, handler, bucket=bucket, auth=auth).__call__
+        return _Endpoint(state, limiter, handler, bucket=bucket, auth=auth, replay=replay).__call__
 
     base = "/api/v1"
     routes = [
-        Route(f"{base}/bulk-screenshot", ep(create_bulk, "bulk"), methods=["POST"]),
+        Route(
+            f"{base}/bulk-screenshot",
+            ep(create_bulk, "bulk", replay=bulk_replay),
+            methods=["POST"],
+        ),
         Route(f"{base}/bulk-screenshot/{{job_id}}/status", ep(job_status, None), methods=["GET"]),
         Route(f"{base}/bulk-screenshot/{{job_id}}/download", ep(download, None), methods=["GET"]),
-        Route(f"{base}/screenshot", ep(screenshot_get, "screenshot"), methods=["GET"]),
-        Route(f"{base}/screenshot", ep(screenshot_post, "screenshot"), methods=["POST"]),
+        # One route per path, so that a 405 lists every method the path has (Allow).
+        Route(
+            f"{base}/screenshot",
+            _by_method(
+                GET=ep(screenshot_get, "screenshot"), POST=ep(screenshot_post, "screenshot")
+            ),
+            methods=["GET", "POST"],
+        ),
         Route(f"{base}/register", ep(register, "register", auth=False), methods=["POST"]),
         Route(f"{base}/account", ep(account_info, None), methods=["GET"]),
         Route(f"{base}/api-keys", ep(create_api_key, None), methods=["POST"]),
@@ -827,12 +908,14 @@ def create_app(state: ServiceState) -> Starlette:
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 404)
-        code = "METHOD_NOT_ALLOWED" if status == 405 else "NOT_FOUND"
-        err = BulkError("no such endpoint" if status == 404 else "method not allowed")
-        body = _error_body(err)
-        body["error"]["code"] = code
-        return JSONResponse(body, status_code=status)
+        if getattr(exc, "status_code", 404) == 405:
+            response = _error(MethodNotAllowed("method not allowed"))
+            # Starlette's 405 names the methods the path accepts.
+            allow = (getattr(exc, "headers", None) or {}).get("Allow")
+            if allow:
+                response.headers["Allow"] = allow
+            return response
+        return _error(EndpointNotFound("no such endpoint"))
 
     async def internal(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error")

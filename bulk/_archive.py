@@ -41,7 +41,8 @@ import trio
 import zipstream
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from ._paths import is_safe_entry
+from ._exceptions import ArchiveError
+from ._paths import GALLERY_NAME, MANIFEST_NAME, THUMBS_DIR, is_safe_entry
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -56,9 +57,8 @@ __all__ = [
 
 MANIFEST_SCHEMA: Final = "bulk.manifest/1"
 
-MANIFEST_NAME: Final = "_manifest.json"
-GALLERY_NAME: Final = "index.html"
-THUMBS_DIR: Final = "_thumbs"
+# MANIFEST_NAME, GALLERY_NAME and THUMBS_DIR come from _paths: the layout keeps pages
+# off them, so one definition serves both.
 
 # The root folder is ``screenshots-<host>-<date>`` from ``_paths.root_folder``.
 _ROOT_RE: Final = re.compile(r"[a-z0-9-]{1,255}")
@@ -110,7 +110,7 @@ class PageRecord:
         thumb_path: Its thumbnail on disk, if one was made.
 
     Raises:
-        ValueError: ``seq`` is below 1, ``status`` is unknown, an ok row has no
+        ArchiveError: ``seq`` is below 1, ``status`` is unknown, an ok row has no
             ``entry`` or a failed row has one.
     """
 
@@ -131,13 +131,13 @@ class PageRecord:
 
     def __attrs_post_init__(self) -> None:
         if self.seq < 1:
-            raise ValueError(f"seq must be 1 or more, not {self.seq}")
+            raise ArchiveError(f"seq must be 1 or more, not {self.seq}")
         if self.status not in ("ok", "failed"):
-            raise ValueError(f"status must be 'ok' or 'failed', not {self.status!r}")
+            raise ArchiveError(f"status must be 'ok' or 'failed', not {self.status!r}")
         # The manifest says which file holds which page: an ok row without a file
         # or a failed row pointing at one would make it lie.
         if (self.status == "ok") != (self.entry is not None):
-            raise ValueError(f"row {self.seq}: an ok row needs an entry, a failed row has none")
+            raise ArchiveError(f"row {self.seq}: an ok row needs an entry, a failed row has none")
 
 
 @final
@@ -156,7 +156,7 @@ class ArchiveInfo:
         tool: Name and version of the producer.
 
     Raises:
-        ValueError: A timestamp is naive.
+        ArchiveError: A timestamp is naive.
     """
 
     job_id: str
@@ -171,7 +171,7 @@ class ArchiveInfo:
     def __attrs_post_init__(self) -> None:
         for name in ("started_at", "finished_at"):
             if getattr(self, name).utcoffset() is None:
-                raise ValueError(f"{name} must be timezone-aware")
+                raise ArchiveError(f"{name} must be timezone-aware")
 
 
 # --- thumbnails -------------------------------------------------------------------
@@ -195,12 +195,13 @@ def make_thumbnail(
         max_height: Thumbnail height cap in pixels.
 
     Raises:
-        ValueError: ``image`` is not a decodable PNG/JPEG/WebP (corrupt, truncated,
-            another format, over Pillow's decompression-bomb limit); no file is left.
+        ArchiveError: ``image`` is not a decodable PNG/JPEG/WebP (corrupt, truncated,
+            another format, over Pillow's decompression-bomb limit), or ``width`` or
+            ``max_height`` is below 1; no file is left.
         OSError: ``image`` cannot be opened or ``thumb`` cannot be written.
     """
     if width < 1 or max_height < 1:
-        raise ValueError("thumbnail width and max_height must be positive")
+        raise ArchiveError("thumbnail width and max_height must be positive")
     with open(image, "rb") as fp:
         try:
             small = _render_thumbnail(fp, width, max_height, trim=True)
@@ -209,11 +210,11 @@ def make_thumbnail(
                 small = _render_thumbnail(fp, width, max_height, trim=False)
             assert small is not None
         except UnidentifiedImageError as exc:
-            raise ValueError(
+            raise ArchiveError(
                 f"cannot make a thumbnail of {image.name}: not a PNG, JPEG or WebP"
             ) from exc
         except Exception as exc:
-            raise ValueError(f"cannot make a thumbnail of {image.name}: {exc}") from exc
+            raise ArchiveError(f"cannot make a thumbnail of {image.name}: {exc}") from exc
     thumb.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=thumb.parent, prefix=f".{thumb.name}.", suffix=".tmp")
     try:
@@ -317,9 +318,9 @@ def manifest_bytes(info: ArchiveInfo, records: Sequence[PageRecord]) -> bytes:
         UTF-8 JSON (non-ASCII kept as is), ending with a newline.
 
     Raises:
-        TypeError: ``info.options`` holds something JSON cannot represent.
-        ValueError: Duplicate ``seq``; a NaN/infinite number in the options; a string
-            that is not valid Unicode (lone surrogates).
+        ArchiveError: Duplicate ``seq``; ``info.options`` holds something JSON cannot
+            represent (an object, a NaN/infinite number); a string that is not valid
+            Unicode (lone surrogates).
     """
     return "".join(_manifest_chunks(info, _in_order(records))).encode("utf-8")
 
@@ -367,13 +368,16 @@ def _manifest_row(record: PageRecord) -> dict[str, object]:
 
 
 def _json(value: object, *, indent: int | None = None) -> str:
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent)
+    except (TypeError, ValueError) as exc:
+        raise ArchiveError(f"manifest data is not JSON: {exc}") from None
     # Checked here so the error names the cause instead of surfacing as an encode
     # failure of the whole document.
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"manifest data is not valid Unicode: {exc}") from None
+        raise ArchiveError(f"manifest data is not valid Unicode: {exc}") from None
     return text
 
 
@@ -387,7 +391,7 @@ def _in_order(records: Sequence[PageRecord]) -> list[PageRecord]:
     ordered = sorted(records, key=lambda record: record.seq)
     for before, after in itertools.pairwise(ordered):
         if before.seq == after.seq:
-            raise ValueError(f"two records have seq {after.seq}")
+            raise ArchiveError(f"two records have seq {after.seq}")
     return ordered
 
 
@@ -432,7 +436,7 @@ def gallery_html(info: ArchiveInfo, records: Sequence[PageRecord]) -> bytes:
         The UTF-8 HTML document.
 
     Raises:
-        ValueError: Duplicate ``seq``.
+        ArchiveError: Duplicate ``seq``.
     """
     return "".join(_gallery_chunks(info, _in_order(records))).encode("utf-8")
 
@@ -573,9 +577,11 @@ def build_zip(
         before any byte is produced. Consume it once (``write_zip``).
 
     Raises:
-        ValueError: An unsafe or duplicate name, a duplicate ``seq``, an ok row
-            without ``image_path``, or an image or thumbnail that is a symlink or not
-            a regular file. Raised before anything is written.
+        ArchiveError: An unsafe or duplicate name, a duplicate ``seq``, an ok row
+            without ``image_path``, an image or thumbnail that is a symlink or not a
+            regular file, or manifest data JSON cannot hold. Raised before anything
+            is written. (With names from ``Layout`` none of these can come from what
+            a site serves.)
         OSError: A file cannot be read or ``work_dir`` cannot be written.
 
     Resource handling:
@@ -584,7 +590,7 @@ def build_zip(
         this call makes the stream fail rather than produce a corrupt ZIP.
     """
     if not _ROOT_RE.fullmatch(info.root):
-        raise ValueError(f"unsafe root folder {info.root!r}")
+        raise ArchiveError(f"unsafe root folder {info.root!r}")
     ordered = _in_order(records)
     images: list[_Source] = []
     thumbs: list[_Source] = []
@@ -593,7 +599,7 @@ def build_zip(
             continue
         assert record.entry is not None  # PageRecord guarantees it for ok rows
         if record.image_path is None:
-            raise ValueError(f"row {record.seq} is ok but has no image_path")
+            raise ArchiveError(f"row {record.seq} is ok but has no image_path")
         images.append(_Source(_arcname(info.root, record.entry), record.image_path))
         if record.thumb_path is not None:
             thumb_entry = f"{THUMBS_DIR}/{record.seq:06d}.jpg"
@@ -625,7 +631,7 @@ def _arcname(root: str, entry: str) -> str:
     # is_safe_entry's rules (no '', '.', '..' segments) guarantee that, re-checked here.
     name = f"{root}/{entry}"
     if not is_safe_entry(entry) or os.path.normpath(name) != name:
-        raise ValueError(f"unsafe entry name {entry!r}")
+        raise ArchiveError(f"unsafe entry name {entry!r}")
     return name
 
 
@@ -634,9 +640,9 @@ def _require_regular_file(path: pathlib.Path) -> None:
     # zipstream would follow it.
     mode = os.lstat(path).st_mode
     if stat.S_ISLNK(mode):
-        raise ValueError(f"{path} is a symlink")
+        raise ArchiveError(f"{path} is a symlink")
     if not stat.S_ISREG(mode):
-        raise ValueError(f"{path} is not a regular file")
+        raise ArchiveError(f"{path} is not a regular file")
 
 
 def _require_distinct(names: Iterable[str]) -> None:
@@ -648,14 +654,14 @@ def _require_distinct(names: Iterable[str]) -> None:
         other = files.get(key)
         if other is not None:
             if other == name:
-                raise ValueError(f"two entries are named {name!r}")
-            raise ValueError(f"entries {other!r} and {name!r} differ only by case/normalisation")
+                raise ArchiveError(f"two entries are named {name!r}")
+            raise ArchiveError(f"entries {other!r} and {name!r} differ only by case/normalisation")
         files[key] = name
         parts = key.split("/")
         dirs.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
     clash = dirs.intersection(files)
     if clash:
-        raise ValueError(f"{files[min(clash)]!r} would be both a file and a directory")
+        raise ArchiveError(f"{files[min(clash)]!r} would be both a file and a directory")
 
 
 def _write_text(path: pathlib.Path, chunks: Iterable[str]) -> None:

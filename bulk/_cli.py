@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,17 +27,17 @@ from typing import Any, Final, NoReturn, TypeVar
 import click
 import trio
 
-from . import __version__
-from ._browser import BrowserPool, PoolConfig, default_concurrency
+from ._capture import BrowserPool, PoolConfig, default_concurrency
 from ._config import Settings, find_chromium
-from ._discover import DiscoverLimits, discover
+from ._discover import DiscoverLimits, Discovery, discover, max_sitemaps_for
 from ._exceptions import BulkError, Interrupted, InvalidURL, ResumeMismatch, ValidationError
 from ._fetch import open_fetcher
 from ._jobs import Progress, archive_site
 from ._ledger import Ledger
 from ._options import CaptureOptions, capture_option_decorators, options_from_cli
 from ._policy import EgressPolicy
-from ._util import LockHeld, single_error
+from ._util import single_error
+from ._version import __version__
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 
@@ -54,6 +55,7 @@ EXIT_CODES: Final = {
 }
 _USAGE_CODES: Final = {"VALIDATION_ERROR", "INVALID_URL", "RESUME_MISMATCH"}
 MAX_PAGES_CLI: Final = 10_000_000
+MAX_SITEMAPS_CLI: Final = 1_000_000
 # URLs `bulk discover` lets discovery run ahead of printing.
 _DISCOVER_BUFFER: Final = 4096
 
@@ -174,6 +176,37 @@ def _network_options(fn: F) -> F:
         "(loopback) only through --allow. Same as BULK_ALLOW_PRIVATE=1.",
     )(fn)
     return fn
+
+
+def _max_sitemaps_option(fn: F) -> F:
+    return click.option(
+        "--max-sitemaps",
+        type=click.IntRange(1, MAX_SITEMAPS_CLI),
+        default=None,
+        show_default="one per 10 pages of --max-pages, 100 to 50000",
+        help="Fetch at most this many sitemap documents.",
+    )(fn)
+
+
+def _discover_limits(max_pages: int, same_host: bool, max_sitemaps: int | None) -> DiscoverLimits:
+    return DiscoverLimits(
+        max_pages=max_pages,
+        same_host=same_host,
+        max_sitemaps=max_sitemaps or max_sitemaps_for(max_pages),
+    )
+
+
+def _discovery_warnings(result: Discovery, limits: DiscoverLimits) -> list[str]:
+    """What cut or thinned the list, in the CLI's words (its flags named)."""
+    lines = list(result.warnings)
+    if "max_pages" in result.reasons:
+        total = str(result.found) if result.found is not None else f"more than {result.pages}"
+        lines.append(
+            f"--max-pages {limits.max_pages} cut the list: the sitemaps list {total} URLs"
+        )
+    if "max_sitemaps" in result.reasons:
+        lines.append(f"--max-sitemaps {limits.max_sitemaps} was reached: raise it to read more")
+    return lines
 
 
 def _capture_options(values: dict[str, Any], out: Path | None = None) -> CaptureOptions:
@@ -306,6 +339,7 @@ def cli(verbose: bool) -> None:
     default=None,
     help="Pages captured at once [default: 2 per core, 2 to 8].",
 )
+@_max_sitemaps_option
 @click.option("--same-host", is_flag=True, help="Only pages on the site's own host.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -316,6 +350,7 @@ def archive(
     out: Path,
     max_pages: int,
     concurrency: int | None,
+    max_sitemaps: int | None,
     same_host: bool,
     resume: bool,
     quiet: bool,
@@ -332,7 +367,7 @@ def archive(
     options = _capture_options(values)
     policy = _policy(allow_private, allow, settings)
     config = _pool_config(concurrency, settings)
-    limits = DiscoverLimits(max_pages=max_pages, same_host=same_host)
+    limits = _discover_limits(max_pages, same_host, max_sitemaps)
     bar = _Bar(not quiet)
     out = out.resolve()
 
@@ -399,24 +434,27 @@ def archive(
     show_default=True,
     help="Stop after this many unique URLs.",
 )
+@_max_sitemaps_option
 @click.option("--same-host", is_flag=True, help="Only URLs on the site's own host.")
 @_network_options
 def discover_cmd(
     site: str,
     as_json: bool,
     max_pages: int,
+    max_sitemaps: int | None,
     same_host: bool,
     allow_private: bool,
     allow: tuple[str, ...],
 ) -> None:
     """Print the page URLs the sitemaps of SITE list, in sitemap order (what archive captures).
 
-    When a limit or a broken document cut the list short, what went wrong is
-    printed on stderr as ``warning:`` lines (the URLs read are still printed).
+    When a limit cut the list short (saying how many URLs the sitemaps list, when
+    known), or a document was broken or skipped, it is said on stderr as
+    ``warning:`` lines (the URLs read are still printed).
     """
     settings = _settings()
     policy = _policy(allow_private, allow, settings)
-    limits = DiscoverLimits(max_pages=max_pages, same_host=same_host)
+    limits = _discover_limits(max_pages, same_host, max_sitemaps)
 
     async def go() -> list[str]:
         urls: list[str] = []
@@ -426,10 +464,8 @@ def discover_cmd(
 
                 async def run() -> None:
                     result = await discover(site, fetcher, send, limits)
-                    if result.truncated and 0 < result.pages < max_pages:
-                        # Not --max-pages: a limit or a broken document cost URLs.
-                        for warning in result.warnings:
-                            click.echo(f"warning: {warning}", err=True)
+                    for line in _discovery_warnings(result, limits):
+                        click.echo(f"warning: {line}", err=True)
 
                 nursery.start_soon(run)
                 async with recv:
@@ -597,10 +633,7 @@ def serve(
         trio.run(main)
     except BaseException as exc:  # unwrapped below
         leaf = single_error(exc)
-        if isinstance(leaf, LockHeld):
-            click.echo(f"VALIDATION_ERROR: another bulk serve uses {db}", err=True)
-            raise _Exit(EXIT_USAGE) from None
-        if isinstance(leaf, BulkError):
+        if isinstance(leaf, BulkError):  # LOCKED: another bulk serve uses the --db
             _fail(leaf)
         if isinstance(leaf, KeyboardInterrupt):
             raise _Exit(EXIT_OK) from None
@@ -750,8 +783,23 @@ _NO_ARGS: Final[type[BaseException]] = getattr(
 )
 
 
+def _restore_sigint() -> None:
+    """Ctrl-C works even when bulk was started with SIGINT ignored.
+
+    A shell starts background jobs of a script (``bulk archive ... &``) with SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler: the run could
+    not be interrupted and resumed. SIGINT is bulk's documented way to stop a run.
+    """
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bulk`` console script; returns the exit code."""
+    _restore_sigint()
     try:
         cli.main(args=argv, prog_name="bulk", standalone_mode=False)
     except _Exit as done:

@@ -9,7 +9,7 @@
 Documents are fetched a few ahead of the one being read (``lookahead``) so a site with
 an index of 20 children costs about one round trip per 4 children, yet the output
 keeps the sitemaps' own order. Each document streams into its own small channel, so
-memory stays bounded and reading stops as soon as ``max_pages`` URLs are in hand.
+memory stays bounded.
 
 Entries cross that channel in batches (what one network chunk completed, split at
 ``_BATCH_ENTRIES``, so a well-compressed chunk cannot make one batch huge), and page
@@ -20,6 +20,25 @@ A full channel still blocks (``send``), so a slow receiver holds discovery back,
 at most ``lookahead`` x (``_CHANNEL_BATCHES`` + 1) batches per index level being read
 are in flight.
 
+Budgets (a hostile site cannot make one discovery unbounded), and what is skipped:
+
+- ``max_sitemaps`` documents are fetched in all (the library's and the API's default
+  is 100; the CLI scales it with ``--max-pages``, see ``max_sitemaps_for``), index
+  nesting is followed ``max_depth`` levels deep, and the whole takes at most
+  ``total_timeout``. Expansion is depth-first, so nesting is read to its full depth
+  before later siblings spend the budget.
+- A child sitemap on another host than its index is not fetched (sitemaps.org: an
+  index lists sitemaps of its own site); robots.txt ``Sitemap:`` lines may point
+  anywhere, as Google allows, within the same budget.
+- Relative ``<loc>`` values are skipped (``_sitemap``), and a child that cannot be
+  read is skipped: both are counted (``Discovery.skipped``), never fatal.
+- Once ``max_pages`` URLs are sent, the output channel is closed and reading goes on
+  for a moment, counting (``count_limit`` URLs, ``count_timeout`` seconds), so that
+  ``Discovery.found`` can say how many URLs the sitemaps list in all.
+
+Every limit that cut the list is named in ``Discovery.reasons`` (``truncated`` is then
+true); ``warnings`` says what happened in words.
+
 When nothing is found, the error says why, most informative first: a sitemap that
 lists no usable page (NO_URLS_FOUND), a sitemap refused as hostile (INVALID_SITEMAP),
 the failure of a document that was asked for by name (the user's sitemap URL, a
@@ -29,14 +48,26 @@ RESPONSE_TOO_LARGE or FETCH_ERROR), else NO_SITEMAP_FOUND (only guesses, which m
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
+from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Final, TypeVar, final
 
 import attrs
 import trio
 
+from ._discovery import (
+    DEFAULT_MAX_SITEMAPS,
+    SKIPPED_CROSS_HOST,
+    SKIPPED_FAILED,
+    SKIPPED_RELATIVE,
+    DiscoverLimits,
+    Discovery,
+    StopReason,
+    max_sitemaps_for,
+)
 from ._exceptions import (
     BulkError,
     FetchError,
@@ -44,13 +75,23 @@ from ._exceptions import (
     InvalidURL,
     NoSitemapFound,
     NoURLsFound,
+    URLBlocked,
 )
-from ._fetch import INFLATE_SLICE, Fetcher, Response
+from ._fetch import Fetcher, Response
 from ._sitemap import Entry, EntryKind, Inflater, SitemapParser, parse_robots
 from ._urls import ParsedURL, parse_http_url, site_candidates
 from ._util import open_owned_nursery
 
-__all__ = ["DiscoverLimits", "Discovery", "discover", "discover_all", "is_sitemap_url"]
+__all__ = [
+    "DEFAULT_MAX_SITEMAPS",
+    "DiscoverLimits",
+    "Discovery",
+    "StopReason",
+    "discover",
+    "discover_all",
+    "is_sitemap_url",
+    "max_sitemaps_for",
+]
 
 COMMON_PATHS: Final = (
     "sitemap.xml",
@@ -59,64 +100,18 @@ COMMON_PATHS: Final = (
     "sitemap.xml.gz",
     "wp-sitemap.xml",
 )
+log = logging.getLogger("bulk.discover")
+
 _SITEMAP_SUFFIXES: Final = (".xml", ".xml.gz", ".gz", ".txt", ".rss", ".atom")
 _ROBOTS_LIMIT: Final = 512 * 1024
 # Batches of entries a document may read ahead of its turn.
 _CHANNEL_BATCHES: Final = 4
-# Inflated bytes parsed at a time, and entries per batch (about): with
-# INFLATE_SLICE, what one document holds in memory besides its channel.
+# Inflated bytes parsed at a time (the inflater's largest piece), and entries per
+# batch (about): what one document holds in memory besides its channel.
 _FEED_BYTES: Final = 256 * 1024
 _BATCH_ENTRIES: Final = 4096
 # Parsed formats that list pages (an index lists only sitemaps).
 _PAGE_KINDS: Final = frozenset({"urlset", "rss", "atom", "text"})
-
-
-@attrs.frozen(kw_only=True)
-class DiscoverLimits:
-    """Bounds of one discovery (a hostile site cannot make it unbounded).
-
-    Args:
-        max_pages: Stop once this many unique page URLs are in hand.
-        same_host: Keep only URLs on the site's host.
-        max_depth: Sitemap index nesting followed (the top level is 1).
-        max_sitemaps: Sitemap documents fetched in all.
-        max_document_bytes: Decompressed bytes read from one document (the protocol's
-            limit is 50 MB; like ultimate-sitemap-parser, twice that is accepted).
-            Memory does not grow with it: documents are parsed as they stream.
-        total_timeout: Seconds for the whole discovery.
-        lookahead: Documents fetched ahead of the one being read, per level.
-    """
-
-    max_pages: int = 100
-    same_host: bool = False
-    max_depth: int = 5
-    max_sitemaps: int = 1000
-    max_document_bytes: int = 100 * 2**20
-    total_timeout: float = 120.0
-    lookahead: int = 4
-
-    def __attrs_post_init__(self) -> None:
-        if self.max_pages < 1:
-            raise ValueError("max_pages must be at least 1")
-
-
-@final
-@attrs.define
-class Discovery:
-    """What a discovery found, filled in as it runs.
-
-    ``truncated`` means some page URLs were not read: ``max_pages`` was reached, a
-    limit passed, or a document was cut off; ``warnings`` says which.
-    """
-
-    site: str = ""
-    sitemaps: list[str] = attrs.field(factory=list)
-    pages: int = 0
-    requests: int = 0
-    truncated: bool = False
-    warnings: list[str] = attrs.field(factory=list)
-    # Sitemaps refused as hostile or unreadable (they decide INVALID_SITEMAP).
-    refused: int = 0
 
 
 def is_sitemap_url(url: ParsedURL) -> bool:
@@ -128,6 +123,12 @@ def is_sitemap_url(url: ParsedURL) -> bool:
 _E = TypeVar("_E", bound=BulkError)
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` (short), for a warning about ``exc``."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _naming(url: str, exc: _E) -> _E:
     """``exc`` with the document's URL in its message (the one line a user sees)."""
     if url in exc.message:
@@ -136,7 +137,24 @@ def _naming(url: str, exc: _E) -> _E:
 
 
 class _Enough(Exception):
-    """max_pages reached: unwinds the expansion (caught in ``discover``)."""
+    """Counting went as far as allowed: unwinds the expansion (caught in ``discover``)."""
+
+
+@final
+@attrs.define
+class _Doc:
+    """One document being read: where it was asked for, where it answered from."""
+
+    url: str
+    #: Hosts its children may be on: the one asked, every redirect hop's, the final one.
+    hosts: set[str] = attrs.field(factory=set)
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return parse_http_url(url).hostname
+    except InvalidURL:
+        return None
 
 
 @final
@@ -158,6 +176,8 @@ class _Run:
         self.hosts: set[str] = set()
         # Guessed URLs (the common paths): their failures are expected, not errors.
         self.probes: frozenset[str] = frozenset()
+        # The sitemap URL the user gave (its own InvalidURL is theirs to hear about).
+        self.given: frozenset[str] = frozenset()
         # Documents that turned out to be sitemaps (any recognised format), and
         # whether one of them lists pages rather than sitemaps only.
         self.found_sitemap = False
@@ -167,10 +187,20 @@ class _Run:
         self.failures: list[BulkError] = []
         # Requests that got no response at all (a bare domain then tries http).
         self.unreachable: list[FetchError] = []
-        self._warned_max_sitemaps = False
+        # max_pages URLs were sent: the rest is only counted (see the module doc).
+        self.counting = False
+        self.scope: trio.CancelScope | None = None
+        # The first value skipped of each kind, and where, for the warnings.
+        self.first_relative: tuple[str, str] | None = None
+        self.first_cross_host: tuple[str, str] | None = None
 
     def warn(self, url: str, exc: BulkError, note: str = "") -> None:
         self.result.warnings.append(f"{url}: {exc.code}: {exc.message}{note}")
+
+    def failed(self, url: str) -> None:
+        """A document asked for by name (not a guess) could not be read."""
+        if url not in self.probes:
+            self.result.skipped[SKIPPED_FAILED] += 1
 
     def no_pages_error(self, site: str) -> BulkError:
         """The most informative reason why no page URL was found (see the module doc)."""
@@ -183,6 +213,24 @@ class _Run:
         if self.found_sitemap:
             return NoURLsFound(f"the sitemap indexes of {site} lead to no usable page URL")
         return NoSitemapFound(f"no sitemap found for {site}")
+
+    def summarise_skipped(self) -> None:
+        """One warning per kind of value skipped (the counts are in ``skipped``)."""
+        skipped = self.result.skipped
+        count = skipped[SKIPPED_RELATIVE]
+        if count and self.first_relative is not None:
+            value, url = self.first_relative
+            self.result.warnings.append(
+                f"{count} <loc> value{'s' if count > 1 else ''} skipped: not an absolute URL "
+                f"(the first: {value!r} in {url})"
+            )
+        count = skipped[SKIPPED_CROSS_HOST]
+        if count and self.first_cross_host is not None:
+            child, url = self.first_cross_host
+            self.result.warnings.append(
+                f"{count} child sitemap{'s' if count > 1 else ''} skipped: not on the host of "
+                f"their index (the first: {child} in {url})"
+            )
 
     async def emit(self, entries: list[Entry], children: list[str]) -> None:
         """Send the new page URLs of ``entries`` on; collect the sitemaps in ``children``."""
@@ -201,6 +249,9 @@ class _Run:
             if same_host and parse_http_url(url).hostname not in self.hosts:
                 continue
             seen.add(url)
+            if self.counting:
+                self.count_one_more()
+                continue
             result.pages += 1
             # No checkpoint per URL while the receiver keeps up (see the module doc);
             # a full channel still blocks, so a slow consumer still holds discovery back.
@@ -209,73 +260,129 @@ class _Run:
             except trio.WouldBlock:
                 await send.send(url)
             if result.pages >= max_pages:
-                raise _Enough
+                self.start_counting()
+
+    def start_counting(self) -> None:
+        """``max_pages`` URLs sent: the receiver is done; go on only to count."""
+        self.counting = True
+        self.send.close()
+        limits = self.limits
+        if limits.count_timeout <= 0:
+            # Not counting: whether more URLs were listed is unknown; say it may be so.
+            self.result.stop("max_pages")
+            raise _Enough
+        assert self.scope is not None
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + limits.count_timeout)
+
+    def count_one_more(self) -> None:
+        """One unique URL past ``max_pages``: the limit did cut the list."""
+        self.result.stop("max_pages")
+        if len(self.seen_pages) >= self.limits.count_limit:
+            raise _Enough
+
+    def children_on_host(self, doc: _Doc, children: list[str]) -> list[str]:
+        """The children of an index that are on its host (the others skipped, counted)."""
+        kept: list[str] = []
+        for child in children:
+            if _hostname(child) in doc.hosts:
+                kept.append(child)
+                continue
+            self.result.skipped[SKIPPED_CROSS_HOST] += 1
+            if self.first_cross_host is None:
+                self.first_cross_host = (child, doc.url)
+        return kept
 
     async def expand(self, urls: list[str], depth: int) -> None:
         """Read ``urls`` (siblings) in order, fetching up to ``lookahead`` ahead."""
+        limits = self.limits
         async with open_owned_nursery() as nursery:
-            pending: deque[trio.MemoryReceiveChannel[list[Entry]]] = deque()
+            pending: deque[tuple[_Doc, trio.MemoryReceiveChannel[list[Entry]]]] = deque()
             queue = deque(urls)
 
             def start_next() -> None:
-                while queue and len(pending) < self.limits.lookahead:
+                while queue and len(pending) < limits.lookahead:
                     url = queue.popleft()
                     if url in self.visited:
                         continue
-                    if self.documents >= self.limits.max_sitemaps:
-                        self.result.truncated = True
-                        if not self._warned_max_sitemaps:
-                            self._warned_max_sitemaps = True
-                            self.result.warnings.append(
-                                f"stopped at {self.limits.max_sitemaps} sitemaps"
-                            )
+                    if self.documents >= limits.max_sitemaps:
+                        self.result.stop(
+                            "max_sitemaps",
+                            f"stopped after {limits.max_sitemaps} sitemap documents "
+                            "(max_sitemaps); the sitemaps listed after that were not read",
+                        )
                         queue.clear()
                         return
                     self.documents += 1
                     self.visited.add(url)
+                    doc = _Doc(url)
                     send, recv = trio.open_memory_channel[list[Entry]](_CHANNEL_BATCHES)
-                    nursery.start_soon(self.read_document, url, send)
-                    pending.append(recv)
+                    nursery.start_soon(self.read_document, doc, send)
+                    pending.append((doc, recv))
 
             start_next()
             while pending:
-                recv = pending.popleft()
+                doc, recv = pending.popleft()
                 children: list[str] = []
                 async with recv:
                     async for entries in recv:
                         await self.emit(entries, children)
                 start_next()
                 if children:
-                    if depth >= self.limits.max_depth:
-                        self.result.truncated = True
-                        self.result.warnings.append(
-                            f"sitemap index nesting deeper than {self.limits.max_depth} ignored"
-                        )
-                    else:
-                        await self.expand(children, depth + 1)
+                    children = self.children_on_host(doc, children)
+                if not children:
+                    continue
+                if depth >= limits.max_depth:
+                    self.result.stop(
+                        "max_depth",
+                        f"sitemap index nesting deeper than {limits.max_depth} levels not read",
+                    )
+                else:
+                    await self.expand(children, depth + 1)
 
-    async def read_document(self, url: str, send: trio.MemorySendChannel[list[Entry]]) -> None:
+    async def read_document(self, doc: _Doc, send: trio.MemorySendChannel[list[Entry]]) -> None:
         """Fetch and parse one document into ``send``; its failure is noted, not raised."""
+        url = doc.url
         async with send:
             responded = False
             try:
                 async with self.fetcher.get(url) as response:
                     responded = True
                     self.result.requests = self.fetcher.requests
+                    for hop in (url, *response.redirect_chain, response.url):
+                        host = _hostname(hop)
+                        if host is not None:
+                            doc.hosts.add(host)
                     await self._read_response(url, response, send)
             except InvalidSitemap as exc:
                 self.result.refused += 1
                 self.refusals.append(_naming(url, exc))
                 self.warn(url, exc)
+                self.failed(url)
             except InvalidURL as exc:
-                # A malformed entry of the site's own: never the user's usage error.
+                # A malformed entry of the site's own is never the user's usage error;
+                # the sitemap URL the user gave is.
                 self.warn(url, exc)
+                self.failed(url)
+                if url in self.given:
+                    self.failures.append(exc)
             except BulkError as exc:  # FetchError (ResponseTooLarge...), URLBlocked
                 self.warn(url, exc)
+                self.failed(url)
                 if url not in self.probes:
                     self.failures.append(_naming(url, exc))
                 if not responded and isinstance(exc, FetchError):
                     self.unreachable.append(exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the reader is gone (enough pages): nobody wants the rest
+            except Exception as exc:
+                # Whatever went wrong in one document (a parser, httpx or idna
+                # disagreeing with the policy, a bug), discovery goes on without it.
+                log.warning("reading %s failed", url, exc_info=True)
+                failure = FetchError(f"{url}: could not be read ({_describe(exc)})")
+                self.warn(url, failure)
+                self.failed(url)
+                if url not in self.probes:
+                    self.failures.append(failure)
 
     async def _read_response(
         self, url: str, response: Response, send: trio.MemorySendChannel[list[Entry]]
@@ -287,9 +394,12 @@ class _Run:
         if not response.ok:
             # The body of an error response is never parsed.
             self.result.warnings.append(f"{url}: HTTP {response.status}")
+            self.failed(url)
             return
         limit = self.limits.max_document_bytes
-        inflater = Inflater(max_output=limit)
+        # Pieces of at most _FEED_BYTES: one parse call completes a few thousand
+        # entries at most, however well the document was compressed.
+        inflater = Inflater(max_output=limit, max_piece=_FEED_BYTES)
         parser = SitemapParser(response.url, max_bytes=limit)
         batch: list[Entry] = []
         sent = False
@@ -303,11 +413,9 @@ class _Run:
                 await send.send(batch)
                 batch = []
 
-        async def parse(data: bytes) -> None:
-            # In slices: one parse call completes a few thousand entries at most,
-            # however well the document was compressed.
-            for start in range(0, len(data), _FEED_BYTES):
-                batch.extend(parser.feed(data[start : start + _FEED_BYTES]))
+        async def parse(pieces: Iterator[bytes]) -> None:
+            for piece in pieces:
+                batch.extend(parser.feed(piece))
                 if len(batch) >= _BATCH_ENTRIES:
                     await flush()
 
@@ -315,10 +423,7 @@ class _Run:
             # The document's budget bounds a Content-Encoding's inflation too.
             async with aclosing(response.chunks(limit)) as chunks:
                 async for chunk in chunks:
-                    # A gzip file is inflated a slice at a time: a bomb's chunk makes
-                    # at most ~1,000 times the slice (deflate's limit), not the budget.
-                    for start in range(0, len(chunk), INFLATE_SLICE):
-                        await parse(inflater.feed(chunk[start : start + INFLATE_SLICE]))
+                    await parse(inflater.feed(chunk))
                     await flush()  # what this chunk completed goes on at once
             await parse(inflater.close())
             batch.extend(parser.close())
@@ -328,11 +433,20 @@ class _Run:
             if not sent:
                 raise  # nothing read: the document failed (refused, too large...)
             # Over a limit or cut off: what was read counts, and the loss is said.
-            self.result.truncated = True
+            self.result.stop("incomplete_document")
             self.warn(url, exc, "; the rest of this sitemap was not read")
             return
+        finally:
+            self._count_skipped(response.url, parser)
         if not sent and parser.kind in ("urlset", "sitemapindex", "rss", "atom"):
             self._count_sitemap(response.url, parser.kind)
+
+    def _count_skipped(self, url: str, parser: SitemapParser) -> None:
+        skipped = parser.skipped
+        if skipped.relative:
+            self.result.skipped[SKIPPED_RELATIVE] += skipped.relative
+            if self.first_relative is None and skipped.first_relative is not None:
+                self.first_relative = (skipped.first_relative, url)
 
     def _count_sitemap(self, url: str, kind: str) -> None:
         self.found_sitemap = True
@@ -364,6 +478,16 @@ async def _robots_sitemaps(run: _Run, origin: str) -> list[str] | None:
         if not responded:
             return None
         run.warn(robots_url, exc, "; robots.txt ignored")
+        return []
+    except (InvalidURL, URLBlocked):
+        raise  # the site itself (or where its robots.txt redirects) is refused
+    except Exception as exc:
+        # Never an uncoded error out of discovery: an unreadable robots.txt is an
+        # empty one (an origin that never answered: unreachable).
+        log.warning("reading %s failed", robots_url, exc_info=True)
+        if not responded:
+            return None
+        run.warn(robots_url, FetchError(_describe(exc)), "; robots.txt ignored")
         return []
     text = body.decode("utf-8", errors="replace")
     return parse_robots(text, final)
@@ -397,7 +521,8 @@ async def discover(
         limits: Bounds; defaults to ``DiscoverLimits()``.
 
     Returns:
-        What was found (sitemaps read, counts, warnings).
+        The report: sitemaps read, pages sent, ``found`` (how many the sitemaps list,
+        when known), what cut the list (``reasons``), what was skipped, warnings.
 
     Raises:
         InvalidURL: ``site`` is not a usable URL.
@@ -417,16 +542,19 @@ async def discover(
         for cand in candidates:
             fetcher.policy.check_url(cand)  # URL_BLOCKED before any request
         with trio.move_on_after(limits.total_timeout) as scope:
+            run.scope = scope
             try:
                 await _discover(run, candidates, sitemap)
             except _Enough:
-                result.truncated = True
-        if scope.cancelled_caught:
-            result.truncated = True
-            result.warnings.append(f"discovery stopped after {limits.total_timeout:g} s")
+                pass  # counted as far as allowed: how many there are is not known
+            else:
+                result.found = len(run.seen_pages)
+        if scope.cancelled_caught and not run.counting:
+            result.stop("timeout", f"discovery stopped after {limits.total_timeout:g} s")
             if result.pages == 0:
                 raise FetchError(f"discovery took longer than {limits.total_timeout:g} s")
     result.requests = fetcher.requests
+    run.summarise_skipped()
     if result.pages == 0:
         raise run.no_pages_error(site)
     return result
@@ -439,8 +567,10 @@ async def _discover(run: _Run, candidates: list[ParsedURL], sitemap: bool | None
         # The sitemap is the whole scope; a bare domain tries https, then http.
         for cand in candidates:
             run.result.site = cand.origin
+            run.given = frozenset({cand.href})
             run.unreachable.clear()
             run.failures.clear()
+            run.result.skipped[SKIPPED_FAILED] = 0
             await run.expand([cand.href], 1)
             if run.found_sitemap or not run.unreachable:
                 return

@@ -11,9 +11,10 @@ size and time of every response.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Final, final
 
@@ -21,17 +22,16 @@ import attrs
 import httpx
 import trio
 
-from ._exceptions import BulkError, FetchError, ResponseTooLarge, URLBlocked
-from ._policy import EgressPolicy, policy_transport
+from ._exceptions import BulkError, FetchError, InvalidURL, ResponseTooLarge, URLBlocked
+from ._policy import EgressPolicy, policy_client
+from ._sitemap._inflate import PIECE_BYTES, inflate_capped
+from ._urls import parse_http_url
 
 __all__ = ["FetchLimits", "Fetcher", "Response", "open_fetcher"]
 
 USER_AGENT: Final = "bulk/0.1 (sitemap archiver; +https://github.com/bulk-archiver)"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE: Final = frozenset({429, 502, 503, 504})
-# Compressed bytes inflated at a time (so at most ~16 MiB come out of one call);
-# discovery inflates gzip files in the same slices.
-INFLATE_SLICE: Final = 16 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -95,14 +95,11 @@ class Response:
                 raw_total += len(chunk)
                 if raw_total > limits.max_raw_bytes:
                     raise ResponseTooLarge(f"response body over {limits.max_raw_bytes} bytes")
-                # Compressed bytes are inflated a slice at a time: a bomb's chunk
-                # makes at most ~1,000 times the slice (deflate's limit), not the budget.
-                step = decoder.step or len(chunk) or 1
-                for start in range(0, len(chunk), step):
-                    out = decoder.feed(chunk[start : start + step], max_decoded - decoded_total)
+                # The decoder hands out bounded pieces: a bomb's chunk never comes
+                # out as one huge bytes object.
+                for out in decoder.feed(chunk, max_decoded - decoded_total):
                     decoded_total += len(out)
-                    if out:
-                        yield out
+                    yield out
             tail = decoder.flush(max_decoded - decoded_total)
             if tail:
                 yield tail
@@ -126,39 +123,49 @@ class Response:
 
 
 class _Identity:
-    step: Final = 0  # whole chunks
-
-    def feed(self, data: bytes, budget: int) -> bytes:
+    def feed(self, data: bytes, budget: int) -> Iterator[bytes]:
         if len(data) > budget:
             raise ResponseTooLarge("decoded response over its byte budget")
-        return data
+        return iter((data,) if data else ())
 
     def flush(self, budget: int) -> bytes:
         return b""
 
 
 class _Inflate:
-    """gzip/deflate against a budget: never inflates more than budget + 1 chunk."""
-
-    step: Final = INFLATE_SLICE
+    """gzip/deflate against a budget, in pieces of at most ``PIECE_BYTES``."""
 
     def __init__(self, wbits: int) -> None:
         self._z = zlib.decompressobj(wbits)
         self._raw_deflate_fallback = wbits == zlib.MAX_WBITS  # 'deflate' is often raw
 
-    def feed(self, data: bytes, budget: int) -> bytes:
+    def feed(self, data: bytes, budget: int) -> Iterator[bytes]:
+        """The decoded output of ``data``, lazily, in bounded pieces.
+
+        Raises:
+            ResponseTooLarge: Over ``budget`` (while the pieces are taken).
+            FetchError: Corrupt compressed data (while the pieces are taken).
+        """
+        pieces = inflate_capped(
+            self._z,
+            data,
+            budget=budget,
+            piece=PIECE_BYTES,
+            too_large="decoded response over its byte budget",
+        )
         try:
-            out = self._z.decompress(data, budget + 1)
+            for out in pieces:
+                self._raw_deflate_fallback = False
+                yield out
         except zlib.error:
             if self._raw_deflate_fallback:
+                # Nothing came out yet: start over as raw deflate.
                 self._z = zlib.decompressobj(-zlib.MAX_WBITS)
                 self._raw_deflate_fallback = False
-                return self.feed(data, budget)
+                yield from self.feed(data, budget)
+                return
             raise FetchError("corrupt compressed response") from None
         self._raw_deflate_fallback = False
-        if len(out) > budget or self._z.unconsumed_tail:
-            raise ResponseTooLarge("decoded response over its byte budget")
-        return out
 
     def flush(self, budget: int) -> bytes:
         out = self._z.flush()
@@ -216,15 +223,26 @@ def _policy_error(exc: BaseException) -> BulkError | None:
 
 
 def _retry_after(headers: httpx.Headers, cap: float) -> float:
+    """Seconds to wait before retrying, from ``Retry-After``, always within ``[0, cap]``.
+
+    The header is delay-seconds or an HTTP date; anything else (``soon``, a date
+    out of range, digits that are not ASCII) means the default of one second: a
+    server's malformed header is never an error of ours.
+    """
+    default = min(1.0, cap)
     value = headers.get("retry-after", "").strip()
     if not value:
-        return min(1.0, cap)
-    if value.isdigit():
+        return default
+    if value.isascii() and value.isdigit():
         return min(float(value), cap)
-    when = email.utils.parsedate_to_datetime(value) if value else None
-    if when is None:
-        return min(1.0, cap)
-    return max(0.0, min(when.timestamp() - time.time(), cap))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError, OSError):
+        return default
+    if math.isnan(seconds):
+        return default
+    return max(0.0, min(seconds, cap))
 
 
 @final
@@ -253,8 +271,10 @@ class Fetcher:
             means and must not parse its body).
 
         Raises:
-            URLBlocked / InvalidURL: The URL or a redirect target is refused by the policy.
-            FetchError: Transport failure, too many redirects, or the time cap passed.
+            URLBlocked / InvalidURL: The URL is refused by the policy, or cannot be
+                requested at all (a host httpx's IDNA rules refuse).
+            FetchError: Transport failure, a bad redirect, too many redirects, or the
+                time cap passed.
         """
         limits = self.limits
         attempts = 1 + (limits.retries if retry else 0)
@@ -287,11 +307,21 @@ class Fetcher:
         chain: list[str] = []
         current = self.policy.check_url(url).href
         for _ in range(self.limits.max_redirects + 1):
+            try:
+                # httpx parses the URL again (its own IDNA rules): a host the policy's
+                # parser accepts may still be refused here, before any I/O.
+                request = self._client.build_request("GET", current)
+            except (httpx.InvalidURL, ValueError) as exc:  # idna.IDNAError is a ValueError
+                if chain:
+                    raise FetchError(
+                        f"bad redirect from {chain[-1]}: {_reason(exc)}",
+                        details={"location": current[:200]},
+                    ) from None
+                raise InvalidURL(f"cannot request {current[:200]}: {_reason(exc)}") from None
             self.requests += 1
-            request = self._client.build_request("GET", current)
             try:
                 raw = await self._client.send(request, stream=True)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
                 blocked = _policy_error(exc)
                 if blocked is not None:
                     raise blocked from None
@@ -302,10 +332,12 @@ class Fetcher:
             await raw.aclose()
             chain.append(current)
             try:
-                current = self.policy.check_url(httpx.URL(current).join(location).__str__()).href
+                # Resolved by ada, like Chromium would: httpx's own join re-parses
+                # (and IDNA-encodes) with other rules.
+                current = self.policy.check_url(parse_http_url(location, current)).href
             except URLBlocked:
                 raise
-            except (BulkError, httpx.InvalidURL, ValueError):
+            except BulkError:
                 raise FetchError(f"bad redirect from {current}") from None
         raise FetchError(f"more than {self.limits.max_redirects} redirects from {url}")
 
@@ -314,7 +346,7 @@ class Fetcher:
 async def open_fetcher(
     policy: EgressPolicy, limits: FetchLimits | None = None, *, max_connections: int = 16
 ) -> AsyncIterator[Fetcher]:
-    """An httpx client whose every connection passes ``policy``.
+    """An httpx client whose every request and connection passes ``policy``.
 
     Resource handling: the client and its connections close when the context exits.
     """
@@ -322,14 +354,10 @@ async def open_fetcher(
     timeout = httpx.Timeout(
         connect=limits.connect_timeout, read=limits.read_timeout, write=10.0, pool=30.0
     )
-    transport = policy_transport(
-        policy, limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=8)
-    )
-    async with httpx.AsyncClient(
-        transport=transport,
+    async with policy_client(
+        policy,
         timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=8),
     ) as client:
         yield Fetcher(client, policy, limits)

@@ -10,6 +10,11 @@ service alike:
 Workers of every job wait on the pool's one FIFO ``CapacityLimiter``, so jobs that run
 at the same time take turns fairly. Files are named by (seq, attempt), never by the
 URL: a late, stale worker can never overwrite the image a settled row points to.
+
+Failures stay where they happen (``_util.contained``): an unexpected error while
+capturing one URL fails that URL (refunded); one that escapes a job's stages
+(discovery, capture, packaging) fails that job, refunding every credit; neither
+stops another job, the runner or the service.
 """
 
 from __future__ import annotations
@@ -28,16 +33,17 @@ import attrs
 import trio
 
 from ._archive import ArchiveInfo, PageRecord, build_zip, make_thumbnail, write_zip
-from ._browser import BrowserPool, CaptureSession, Screenshot
+from ._capture import BrowserPool, CaptureSession, Screenshot
 from ._discover import DiscoverLimits, Discovery, discover
-from ._exceptions import BulkError, ResumeMismatch
+from ._exceptions import BulkError, ResumeMismatch, SecretsUnavailable
 from ._fetch import Fetcher
-from ._ledger import Claim, JobRow, Ledger, NewJob, UrlResult, UrlRow
+from ._ledger import Claim, JobRow, Ledger, NewJob, SecretBox, UrlResult, UrlRow, parse_iso
 from ._options import CaptureOptions
 from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
+from ._results import failed_result, ok_result
 from ._urls import site_candidates
-from ._util import LockHeld, hold_lock, open_owned_nursery
+from ._util import Contained, contained, hold_lock, open_owned_nursery
 
 __all__ = [
     "ArchiveResult",
@@ -46,6 +52,7 @@ __all__ = [
     "RunnerConfig",
     "archive_site",
     "job_dir",
+    "lock_for",
     "work_dir_for",
 ]
 
@@ -82,31 +89,6 @@ class Progress:
     error_code: str | None
     total: int
     error_message: str | None = None
-
-
-def ok_result(shot: Screenshot, sha256: str, file: str) -> UrlResult:
-    """The ledger's record of a capture that worked (``file``: where its image is)."""
-    return UrlResult(
-        ok=True,
-        http_status=shot.http_status,
-        final_url=shot.final_url,
-        width=shot.width,
-        height=shot.height,
-        bytes=len(shot.data),
-        sha256=sha256,
-        file=file,
-    )
-
-
-def failed_result(exc: BulkError) -> UrlResult:
-    """The ledger's record of a capture that failed with ``exc``."""
-    return UrlResult(
-        ok=False,
-        error_code=exc.code,
-        error_message=exc.message,
-        http_status=getattr(exc, "http_status", None),
-        final_url=getattr(exc, "final_url", None),
-    )
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
@@ -174,35 +156,43 @@ class JobRunner:
         Cancellation: workers give their leases back (shielded) and stop; the jobs
         stay unfinished in the ledger and resume at the next start.
         """
-        requeued = await self.ledger.recover()
-        if requeued:
-            log.info("recovered %d URL leases from an earlier process", requeued)
-        for job in await self.ledger.jobs(
-            statuses=("pending", "processing", "packaging"), kinds=("shot",)
-        ):
-            await self.ledger.fail_job(job.id, "CAPTURE_ERROR", "interrupted by a restart")
+        with contained(log, "recovering leases"):
+            requeued = await self.ledger.recover()
+            if requeued:
+                log.info("recovered %d URL leases from an earlier process", requeued)
+        with contained(log, "failing interrupted single captures"):
+            for job in await self.ledger.jobs(
+                statuses=("pending", "processing", "packaging"), kinds=("shot",)
+            ):
+                await self.ledger.fail_job(job.id, "CAPTURE_ERROR", "interrupted by a restart")
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
                 self._wake = trio.Event()
-                for job in await self.ledger.jobs(
-                    statuses=("pending", "processing", "packaging"), kinds=("bulk",)
-                ):
-                    if job.id not in self._running:
-                        self._running.add(job.id)
-                        nursery.start_soon(self._run_guarded, job.id)
+                with contained(log, "looking for jobs to run"):
+                    for job in await self.ledger.jobs(
+                        statuses=("pending", "processing", "packaging"), kinds=("bulk",)
+                    ):
+                        if job.id not in self._running:
+                            self._running.add(job.id)
+                            nursery.start_soon(self._run_guarded, job.id)
                 with trio.move_on_after(5):
                     await self._wake.wait()
 
     async def _run_guarded(self, job_id: str) -> None:
+        # One job is one item: whatever escapes it fails it (every credit refunded)
+        # and is logged without its message; the runner goes on.
         try:
-            await self.run_job(job_id)
-        except Exception:
-            log.exception("job %s failed unexpectedly", job_id)
-            with trio.CancelScope(shield=True):
-                await self.ledger.fail_job(job_id, "INTERNAL_ERROR", "the job failed unexpectedly")
+            with contained(log, "job %s", job_id) as outcome:
+                await self.run_job(job_id)
+            if outcome.failed:
+                await self._fail_contained(job_id, outcome, "the job failed unexpectedly")
         finally:
             self._running.discard(job_id)
+
+    async def _fail_contained(self, job_id: str, outcome: Contained, message: str) -> None:
+        with trio.CancelScope(shield=True), contained(log, "failing job %s", job_id):
+            await self.ledger.fail_job(job_id, outcome.code, message)
 
     # ---- one job -----------------------------------------------------------------
 
@@ -214,7 +204,8 @@ class JobRunner:
             out: Where the ZIP goes (default: ``<root>.zip`` in the job's folder).
 
         Returns:
-            The job as it ended (``completed`` or ``failed``).
+            The job as it ended (``completed`` or ``failed``; a packaging failure
+            fails the job with every credit refunded, it does not raise).
 
         Cancellation:
             Leases held by this job's workers are released; nothing is packaged.
@@ -223,6 +214,11 @@ class JobRunner:
         if job.status in ("pending", "processing"):
             await self.ledger.set_status(job_id, "processing", expect=("pending", "processing"))
             try:
+                if job.secrets_unreadable:
+                    raise SecretsUnavailable(
+                        "the job's cookie and header values cannot be decrypted "
+                        "(the key file changed); it was not run"
+                    )
                 options = CaptureOptions.from_mapping(job.options)
             except BulkError as exc:
                 await self.ledger.fail_job(job_id, exc.code, exc.message)
@@ -268,15 +264,28 @@ class JobRunner:
                 if claims:
                     claim = claims[0]
                     try:
-                        result = await self._capture_one(claim, session, folder)
+                        with contained(
+                            log, "capturing URL %d of job %s", claim.seq, job_id
+                        ) as outcome:
+                            result = await self._capture_one(claim, session, folder)
                     except BaseException:
                         with trio.CancelScope(shield=True):
                             await self.ledger.release([claim])
                         raise
+                    if outcome.failed:
+                        # An unforeseen error fails this URL only (refunded).
+                        result = UrlResult(
+                            ok=False,
+                            error_code=outcome.code,
+                            error_message="capturing this page failed unexpectedly",
+                        )
+                    # Shielded: a capture that is done is recorded, whatever comes
+                    # next. Still holding the slot: the next claim waits until this
+                    # lease is settled, so no more URLs are leased than there are
+                    # slots, even for a moment.
+                    with trio.CancelScope(shield=True):
+                        settled = await self.ledger.finish(claim, result)
             if claims:
-                # Shielded: a capture that is done is recorded, whatever comes next.
-                with trio.CancelScope(shield=True):
-                    settled = await self.ledger.finish(claim, result)
                 if settled and self.on_progress is not None:
                     job = await self.ledger.job(job_id)
                     self.on_progress(
@@ -333,26 +342,20 @@ class JobRunner:
         """Build the job's ZIP (``out``, or a file in the job's folder) and complete it.
 
         A job with no successful URL fails instead (every credit already refunded).
+        So does a job whose packaging fails, whatever the cause (an entry that cannot
+        be written, a full disk): it ends ``failed`` with every credit refunded and
+        no ZIP, and this returns it rather than raising.
         """
         job = await self.ledger.job(job_id)
         rows = await self.ledger.urls(job_id)
         if not any(r.state == "ok" for r in rows):
             await self.ledger.fail_job(job_id, "NO_PAGES_CAPTURED", _no_pages_message(rows))
             return await self.ledger.job(job_id)
-        folder = job_dir(self.config.data_dir, job_id)
-        records = [_record(r, folder) for r in rows]
-        info = ArchiveInfo(
-            job_id=job.id,
-            root=job.root,
-            site=job.site,
-            sitemap_urls=job.sitemap_urls,
-            options=_public_options(job.options),
-            started_at=_parse_iso(job.started_at or job.created_at),
-            finished_at=datetime.now(UTC),
-        )
-        target = out or folder / f"{job.root}.zip"
-        stream = await trio.to_thread.run_sync(lambda: build_zip(info, records, work_dir=folder))
-        size, digest = await write_zip(stream, target)
+        with contained(log, "packaging job %s", job_id) as outcome:
+            size, digest, target = await self._write_archive(job, rows, out)
+        if outcome.failed:
+            await self._fail_contained(job_id, outcome, _packaging_message(outcome))
+            return await self.ledger.job(job_id)
         expires = self.ledger.clock() + self.config.download_ttl
         await self.ledger.set_status(
             job_id,
@@ -365,10 +368,37 @@ class JobRunner:
         )
         return await self.ledger.job(job_id)
 
+    async def _write_archive(
+        self, job: JobRow, rows: Sequence[UrlRow], out: Path | None
+    ) -> tuple[int, str, Path]:
+        folder = job_dir(self.config.data_dir, job.id)
+        records = [_record(r, folder) for r in rows]
+        info = ArchiveInfo(
+            job_id=job.id,
+            root=job.root,
+            site=job.site,
+            sitemap_urls=job.sitemap_urls,
+            options=_public_options(job.options),
+            started_at=parse_iso(job.started_at or job.created_at),
+            finished_at=datetime.now(UTC),
+        )
+        target = out or folder / f"{job.root}.zip"
+        stream = await trio.to_thread.run_sync(lambda: build_zip(info, records, work_dir=folder))
+        size, digest = await write_zip(stream, target)
+        return size, digest, target
+
     async def delete_files(self, job: JobRow) -> None:
         """Remove a job's folder (expiry)."""
         folder = job_dir(self.config.data_dir, job.id)
         await trio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def _packaging_message(outcome: Contained) -> str:
+    if isinstance(outcome.error, BulkError):
+        return f"the ZIP could not be made: {outcome.error.message}"
+    if isinstance(outcome.error, OSError):
+        return "the ZIP could not be written (a file could not be read or written)"
+    return "the ZIP could not be made"
 
 
 def _no_pages_message(rows: Sequence[UrlRow]) -> str:
@@ -409,10 +439,6 @@ def _public_options(options: object) -> dict[str, object]:
         return {}
 
 
-def _parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 # ---- offline runs (``bulk archive``) -------------------------------------------------
 
 
@@ -430,6 +456,11 @@ class ArchiveResult:
 def work_dir_for(out: Path) -> Path:
     """Where an offline run keeps its ledger and images until the ZIP is written."""
     return out.with_name(out.name + ".work")
+
+
+def lock_for(out: Path) -> Path:
+    """The lock file of the runs writing ``out`` (there while one runs)."""
+    return out.with_name(out.name + ".lock")
 
 
 async def archive_site(
@@ -458,8 +489,8 @@ async def archive_site(
         ``failed`` with ``NO_PAGES_CAPTURED`` and no ZIP is written).
 
     Raises:
-        ResumeMismatch: ``resume`` on a work directory of another site/options, or
-            another run is using it.
+        LockHeld: Another ``bulk archive`` is writing ``out`` (nothing was touched).
+        ResumeMismatch: ``resume`` on a work directory of another site/options.
         DiscoveryError / FetchError / URLBlocked / InvalidURL: Nothing to capture.
 
     Cancellation:
@@ -468,17 +499,22 @@ async def archive_site(
     note = on_note or (lambda _m: None)
     started = trio.current_time()
     work = work_dir_for(out)
-    if work.exists() and not resume:
-        note(f"discarding the unfinished run in {work} (use --resume to continue it)")
-        await trio.to_thread.run_sync(lambda: shutil.rmtree(work))
-    elif resume and not work.exists():
-        note(f"nothing to resume in {work}: starting a new run")
-    resumed = work.exists()
-    work.mkdir(parents=True, exist_ok=True)
-    finished = False
-    try:
-        with hold_lock(work / "lock"):
-            async with Ledger.open(work / "ledger.db") as ledger:
+    # The lock comes first: until it is held, nothing of OUT, OUT.partial or OUT.work
+    # is touched (a second run to the same OUT must not wreck the first one).
+    with hold_lock(lock_for(out), remove=True, held=f"another bulk archive is writing {out}"):
+        if work.exists() and not resume:
+            note(f"discarding the unfinished run in {work} (use --resume to continue it)")
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(work))
+        elif resume and not work.exists():
+            note(f"nothing to resume in {work}: starting a new run")
+        resumed = work.exists()
+        work.mkdir(parents=True, exist_ok=True)
+        finished = False
+        try:
+            # The run's cookies and headers are sealed with a key of its own, kept
+            # beside its ledger for --resume and removed with it.
+            box = await trio.to_thread.run_sync(SecretBox.from_key_file, work / "secrets.key")
+            async with Ledger.open(work / "ledger.db", secrets=box) as ledger:
                 runner = JobRunner(
                     ledger,
                     pool,
@@ -486,7 +522,7 @@ async def archive_site(
                     RunnerConfig(data_dir=work),
                     on_progress=on_progress,
                 )
-                # We hold the work directory's lock: any lease in it belongs to a run
+                # We hold the lock: any lease in the work directory belongs to a run
                 # that is gone (Ctrl-C, SIGKILL), so it goes back to the queue now.
                 await ledger.recover()
                 job, layout, known = await _open_offline_job(
@@ -517,12 +553,12 @@ async def archive_site(
                     discovery=found[0] if found else None,
                     resumed=resumed,
                 )
-    except LockHeld:
-        raise ResumeMismatch(f"another bulk run is using {work}") from None
-    finally:
-        if finished:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(lambda: shutil.rmtree(work, ignore_errors=True))
+        finally:
+            if finished:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        lambda: shutil.rmtree(work, ignore_errors=True)
+                    )
 
 
 async def _open_offline_job(

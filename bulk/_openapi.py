@@ -1,47 +1,84 @@
-"""``GET /api/v1/openapi.json``: the API described from the same schema it validates with.
+"""``GET /api/v1/openapi.json``: the API described from the same sources it runs on.
 
 Capture options come from ``OPTION_SPECS`` (so docs, CLI flags and validation cannot
-drift), error codes and statuses from ``_api.status_of``, rate limits from the
-running configuration.
+drift), error codes, statuses and descriptions from ``error_table()`` (the exception
+classes), rate limits from the running configuration. Request schemas say exactly
+what the handlers accept (every spelling, every bound, the characters refused), and
+every response, errors included, has a schema: ``tests/test_openapi.py`` validates
+the document and runs Schemathesis against a live ``bulk serve`` with it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Final
 
-from . import __version__
-from ._options import OPTION_SPECS, OptionSpec
+from ._exceptions import error_table
+from ._options import FORBIDDEN_HEADERS, LIMITS, OPTION_SPECS, TOKEN_PATTERN, OptionSpec
+from ._ratelimit import RateLimit
+from ._version import __version__
 
-if TYPE_CHECKING:
-    from ._api import ApiConfig
+__all__ = [
+    "EMAIL_PATTERN",
+    "IDEMPOTENCY_KEY_PATTERN",
+    "MAX_BODY",
+    "MAX_PAGES_API",
+    "TEXT_PATTERN",
+    "URL_FIELD_LIMIT",
+    "openapi_document",
+]
 
-__all__ = ["openapi_document"]
+#: Request bodies over this many bytes are refused (``PAYLOAD_TOO_LARGE``).
+MAX_BODY: Final = 64 * 1024
+#: ``options.maxPages`` of a bulk job: 1 to this.
+MAX_PAGES_API: Final = 100
+#: URL fields take more than the URL limit so that an over-long URL is judged by the
+#: URL rules (``INVALID_URL``), not by the generic string check.
+URL_FIELD_LIMIT: Final = 16 * 1024
+IDEMPOTENCY_KEY_PATTERN: Final = r"^[A-Za-z0-9_.:\-]{1,255}$"
 
-ERROR_CODES = {
-    "API_KEY_REQUIRED": "No API key provided",
-    "INVALID_API_KEY": "API key is invalid or inactive",
-    "INSUFFICIENT_CREDITS": "Not enough credits for the request",
-    "VALIDATION_ERROR": "A field is missing, of the wrong type or out of range (details.field)",
-    "INVALID_URL": "URL is not a valid http(s) URL",
-    "URL_BLOCKED": "URL is blocked by the egress policy (localhost, internal IPs)",
-    "NO_SITEMAP_FOUND": "No sitemap found for the site",
-    "NO_URLS_FOUND": "The sitemaps list no usable page URL",
-    "INVALID_SITEMAP": "The sitemap was refused (DTD/entities, over a size limit)",
-    "FETCH_ERROR": "The site could not be reached",
-    "JOB_NOT_FOUND": "No such job for this API key",
-    "JOB_NOT_READY": "The job has not completed; its ZIP is not ready",
-    "DOWNLOAD_EXPIRED": "The job's download window has passed",
-    "EMAIL_TAKEN": "The email is already registered",
-    "KEY_LIMIT_REACHED": "An account can have at most 5 active API keys",
-    "PAYLOAD_TOO_LARGE": "Request body over 64 KiB",
-    "IDEMPOTENCY_KEY_REUSED": "Idempotency-Key reused with a different request body",
-    "RATE_LIMIT_EXCEEDED": "Too many requests (see Retry-After)",
-    "CAPTURE_ERROR": "Failed to capture the screenshot (details.reason has the cause)",
-    "INTERNAL_ERROR": "Unexpected server error",
-}
+# The characters Python's str.isspace() calls whitespace, spelled out: JSON Schema
+# validators and Python's ``re`` disagree on what ``\s`` means, the API and its
+# document must not.
+_SPACE: Final = (
+    r"\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029"
+    r"\u202f\u205f\u3000"
+)
+#: A text field: at least one character that is not whitespace (the API strips it).
+TEXT_PATTERN: Final = f"[^{_SPACE}]"
+_EMAIL_CHAR: Final = rf"[^@{_SPACE}\u0000-\u001f\u007f-\u009f]"
+#: What ``POST /register`` accepts as an email (checked as given: nothing is stripped).
+EMAIL_PATTERN: Final = rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}{{2,}}$"
+
+_NO_CTL: Final = r"^[^\u0000-\u001f\u007f]*$"
+_NO_CTL_BUT_TAB: Final = r"^[^\u0000-\u0008\u000a-\u001f\u007f]*$"
+_DIGITS: Final = r"^[0-9]+$"
+_JOB_STATUSES: Final = ("pending", "processing", "packaging", "completed", "failed", "expired")
+
+
+def _any_case(word: str) -> str:
+    """A regex matching ``word`` in any letter case (no inline flags: portable)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else _escape(c) for c in word)
+
+
+def _escape(c: str) -> str:
+    return "\\" + c if c in r".^$*+?()[]{}|\-/" else c
+
+
+_FORBIDDEN_HEADER: Final = (
+    "^(?:"
+    + "|".join(_any_case(h) for h in sorted(FORBIDDEN_HEADERS))
+    + ")$|^"
+    + _any_case("proxy-")
+)
+
+
+def _text(limit: int, pattern: str = _NO_CTL) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": pattern}
 
 
 def _option_schema(spec: OptionSpec) -> dict[str, Any]:
+    """The JSON (request body) schema of one capture option."""
     schema: dict[str, Any]
     if spec.kind == "int":
         schema = {"type": "integer"}
@@ -52,22 +89,26 @@ def _option_schema(spec: OptionSpec) -> dict[str, Any]:
     elif spec.kind == "choice":
         schema = {"type": "string", "enum": list(spec.choices)}
     elif spec.kind == "str":
-        schema = {"type": "string", "minLength": 1, "maxLength": 2048}
+        schema = _text(LIMITS["str"])
     elif spec.kind == "str_list":
-        schema = {"type": "array", "items": {"type": "string"}, "maxItems": 50}
+        schema = {"type": "array", "items": _text(LIMITS["str"]), "maxItems": LIMITS["list"]}
     elif spec.kind == "cookies":
+        schema = {"type": "array", "maxItems": LIMITS["cookies"], "items": _cookie_schema()}
+    else:
         schema = {
-            "type": "array",
-            "maxItems": 50,
-            "items": {
-                "type": "object",
-                "required": ["name", "value"],
-                "additionalProperties": False,
-                "properties": {k: {"type": "string"} for k in ("name", "value", "domain", "path")},
+            "type": "object",
+            "maxProperties": LIMITS["headers"],
+            "propertyNames": {
+                "pattern": TOKEN_PATTERN,
+                "maxLength": 256,
+                "not": {"pattern": _FORBIDDEN_HEADER},
+            },
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": LIMITS["header_value"],
+                "pattern": _NO_CTL_BUT_TAB,
             },
         }
-    else:
-        schema = {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 32}
     if spec.minimum is not None:
         schema["minimum"] = spec.minimum
     if spec.maximum is not None:
@@ -78,50 +119,330 @@ def _option_schema(spec: OptionSpec) -> dict[str, Any]:
     return schema
 
 
-def _error_response(description: str) -> dict[str, Any]:
+def _cookie_schema() -> dict[str, Any]:
     return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "type": "object",
+        "required": ["name", "value"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "maxLength": 256, "pattern": TOKEN_PATTERN},
+            "value": {
+                "type": "string",
+                "maxLength": LIMITS["cookie_value"],
+                "pattern": r"^[^\u0000-\u001f\u007f;]*$",
+            },
+            "domain": _text(253),
+            "path": {
+                "type": "string",
+                "maxLength": LIMITS["str"],
+                "pattern": r"^/[^\u0000-\u001f\u007f;]*$",
+            },
+        },
     }
 
 
-def openapi_document(config: ApiConfig) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the running service."""
-    from ._api import status_of
+def _query_schema(spec: OptionSpec, body: dict[str, Any]) -> dict[str, Any]:
+    """The schema of one capture option as a ``GET /screenshot`` query parameter."""
+    if spec.kind == "bool":
+        # The query string says true/false or 1/0, in any letter case.
+        words = "|".join(_any_case(w) for w in ("true", "false")) + "|1|0"
+        return {"type": "string", "pattern": f"^(?:{words})$", "description": body["description"]}
+    if spec.kind == "str_list":
+        return {**body, "description": body["description"] + " Comma-separated."}
+    return body
 
+
+def _one_spelling(*pairs: tuple[str, str]) -> dict[str, Any]:
+    """``dependentSchemas`` saying each pair is given in one spelling only (the API
+    refuses ``webhook_url`` with ``webhookUrl``): with the first, the second is absent."""
+    return {a: {"properties": {b: False}} for a, b in pairs}
+
+
+def _envelope(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["success", "data"],
+        "additionalProperties": False,
+        "properties": {"success": {"const": True}, "data": data},
+    }
+
+
+def _obj(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": required,
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+_INT: Final = {"type": "integer", "minimum": 0}
+_STR: Final = {"type": "string"}
+_STR_OR_NULL: Final = {"type": ["string", "null"]}
+_INT_OR_NULL: Final = {"type": ["integer", "null"]}
+
+
+def _job_status_schema(codes: list[str]) -> dict[str, Any]:
+    progress = ("totalUrls", "processed", "successful", "failed")
+    return _obj(
+        [
+            "jobId",
+            "status",
+            "site",
+            "sitemapUrl",
+            "progress",
+            "credits",
+            "createdAt",
+            "startedAt",
+            "finishedAt",
+            "download",
+        ],
+        {
+            "jobId": {"type": "string", "format": "uuid"},
+            "status": {"type": "string", "enum": list(_JOB_STATUSES)},
+            "site": _STR,
+            "sitemapUrl": _STR_OR_NULL,
+            "progress": _obj(
+                [*progress, "percentage"],
+                {
+                    **{k: _INT for k in progress},
+                    "percentage": {"type": "integer", "minimum": 0, "maximum": 100},
+                },
+            ),
+            "credits": _obj(
+                ["reserved", "used", "refunded"],
+                {k: _INT for k in ("reserved", "used", "refunded")},
+            ),
+            "createdAt": _STR,
+            "startedAt": _STR_OR_NULL,
+            "finishedAt": _STR_OR_NULL,
+            "download": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        ["expiresAt", "fileSize", "url"],
+                        {"expiresAt": _STR_OR_NULL, "fileSize": _INT_OR_NULL, "url": _STR},
+                    ),
+                ]
+            },
+            "error": _obj(
+                ["code", "message"],
+                {"code": {"type": "string", "enum": codes}, "message": _STR_OR_NULL},
+            ),
+        },
+    )
+
+
+def openapi_document(
+    rate_limits: Mapping[str, RateLimit], in_flight: Mapping[str, int]
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the running service.
+
+    Args:
+        rate_limits: The service's request limits per bucket.
+        in_flight: Discoveries and captures one key may run at once.
+    """
+    table = error_table()
+    codes = list(table)
+    by_status: dict[int, list[str]] = {}
+    for code, cls in table.items():
+        by_status.setdefault(cls.api_status, []).append(code)
+
+    # One spelling per option (snake_case; its camelCase twin is named in the
+    # description): "this or its twin, not both" for 17 pairs is more than JSON Schema
+    # tools can generate from, and a document that tools cannot use describes nothing.
     options = {spec.name: _option_schema(spec) for spec in OPTION_SPECS}
-    bulk_options = {
-        "maxPages": {"type": "integer", "minimum": 1, "maximum": 100, "default": 100},
-        **options,
+    max_pages = {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_PAGES_API,
+        "default": 100,
+        "description": "Pages to capture at most. Also accepted as `max_pages`.",
     }
-    errors_by_status: dict[int, list[str]] = {}
-    for code in ERROR_CODES:
-        errors_by_status.setdefault(status_of(code), []).append(code)
+    bulk_options = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"maxPages": max_pages, **options},
+    }
+    url_field = {"type": "string", "maxLength": URL_FIELD_LIMIT, "pattern": TEXT_PATTERN}
     limits = {
         name: {"limit": rule.limit, "window_seconds": rule.window}
-        for name, rule in config.rate_limits.items()
+        for name, rule in rate_limits.items()
     }
+    rate_headers = {
+        name: {"schema": {"type": "string", "pattern": _DIGITS}, "description": text}
+        for name, text in (
+            ("X-RateLimit-Limit", "Requests allowed in the window of this endpoint"),
+            ("X-RateLimit-Remaining", "Requests left in the window"),
+            ("X-RateLimit-Reset", "Unix time when the window frees a slot"),
+        )
+    }
+
+    def error_schema(status: int) -> dict[str, Any]:
+        return _obj(
+            ["success", "error"],
+            {
+                "success": {"const": False},
+                "error": _obj(
+                    ["code", "message"],
+                    {
+                        "code": {"type": "string", "enum": by_status[status]},
+                        "message": _STR,
+                        "details": {},
+                    },
+                ),
+            },
+        )
 
     def errors(*statuses: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for s in statuses:
+            response: dict[str, Any] = {
+                "description": ", ".join(by_status[s]),
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/Error{s}"}}
+                },
+                "headers": dict(rate_headers),
+            }
+            if s == 429:
+                response["headers"]["Retry-After"] = {
+                    "required": True,
+                    "schema": {"type": "string", "pattern": _DIGITS},
+                    "description": "Seconds to wait before retrying",
+                }
+            out[str(s)] = response
+        return out
+
+    def ok(description: str, schema: dict[str, Any], **headers: Any) -> dict[str, Any]:
         return {
-            str(s): _error_response(", ".join(errors_by_status.get(s, ["error"]))) for s in statuses
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+            "headers": {**rate_headers, **headers},
         }
 
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
     auth: list[dict[str, list[str]]] = [{"ApiKeyHeader": []}, {"Bearer": []}, {"ApiKeyQuery": []}]
-    job_id = {
-        "name": "job_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "format": "uuid"},
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    created = _envelope(
+        _obj(
+            [
+                "job_id",
+                "status",
+                "sitemap_url",
+                "total_urls",
+                "credits_reserved",
+                "credits_remaining",
+                "status_url",
+            ],
+            {
+                "job_id": {"type": "string", "format": "uuid"},
+                "status": {"type": "string", "enum": list(_JOB_STATUSES)},
+                "sitemap_url": _STR_OR_NULL,
+                "total_urls": _INT,
+                "credits_reserved": _INT,
+                "credits_remaining": _INT,
+                "status_url": _STR,
+            },
+        )
+    )
+    bulk_body = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "url": url_field,
+            "sitemap_url": url_field,
+            "sitemapUrl": url_field,
+            "options": {"$ref": "#/components/schemas/BulkOptions"},
+            "webhook_url": url_field,
+            "webhookUrl": url_field,
+        },
+        "oneOf": [{"required": [name]} for name in ("url", "sitemap_url", "sitemapUrl")],
+        "dependentSchemas": _one_spelling(("webhook_url", "webhookUrl")),
     }
+    ignored = {"description": "Accepted and ignored (Pixcap compatibility)."}
+    shot_body = {
+        "type": "object",
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "url": url_field,
+            "response_type": ignored,
+            "responseType": ignored,
+            **options,
+        },
+    }
+    image_headers = {
+        "X-Screenshot-Width": {"schema": {"type": "string", "pattern": _DIGITS}},
+        "X-Screenshot-Height": {"schema": {"type": "string", "pattern": _DIGITS}},
+        "X-Credits-Remaining": {"schema": {"type": "string", "pattern": _DIGITS}},
+    }
+    shot_data = _envelope(
+        _obj(
+            ["image", "metadata", "credits_remaining"],
+            {
+                "image": {"type": "string", "contentEncoding": "base64"},
+                "metadata": _obj(
+                    [
+                        "url",
+                        "finalUrl",
+                        "width",
+                        "height",
+                        "format",
+                        "httpStatus",
+                        "responseTimeMs",
+                        "timestamp",
+                    ],
+                    {
+                        "url": _STR,
+                        "finalUrl": _STR,
+                        "width": _INT,
+                        "height": _INT,
+                        "format": {"type": "string", "enum": list(OPTION_SPECS[2].choices)},
+                        "httpStatus": _INT_OR_NULL,
+                        "responseTimeMs": _INT,
+                        "timestamp": _STR,
+                    },
+                ),
+                "credits_remaining": _INT,
+            },
+        )
+    )
+    query_options = [
+        {"name": "url", "in": "query", "required": True, "schema": url_field},
+        {"name": "response_type", "in": "query", "required": False, "schema": {**ignored, **_STR}},
+    ]
+    # The query string documents one spelling per option (Pixcap's snake_case; the
+    # camelCase twin is also accepted, but a parameter list cannot say "not both").
+    for spec in OPTION_SPECS:
+        param: dict[str, Any] = {"name": spec.name, "in": "query", "required": False}
+        if spec.kind in ("cookies", "headers"):
+            # JSON in the query string.
+            param["content"] = {"application/json": {"schema": options[spec.name]}}
+        else:
+            param["schema"] = _query_schema(spec, options[spec.name])
+            if spec.kind == "str_list":
+                param["style"] = "form"
+                param["explode"] = False
+        query_options.append(param)
+    health = _envelope(
+        _obj(
+            ["status", "version"],
+            {"status": {"type": "string", "enum": ["ok", "draining"]}, "version": _STR},
+        )
+    )
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "bulk screenshot API",
             "version": __version__,
             "description": "Pixcap-compatible bulk and single screenshot API. "
-            f"Rate limits: {limits}. Error codes: "
-            + "; ".join(f"{c} ({status_of(c)}): {d}" for c, d in ERROR_CODES.items()),
+            f"Rate limits: {limits}. At most at once per API key: {dict(in_flight)} "
+            "(over it: 429 RATE_LIMIT_EXCEEDED, Retry-After). A request refused before "
+            "any work (auth, validation, URL policy, credits) does not count against a "
+            "limit. Error codes: "
+            + "; ".join(f"{c} ({k.api_status}): {k.description}" for c, k in table.items()),
         },
         "servers": [{"url": "/api/v1"}],
         "components": {
@@ -131,32 +452,28 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
                 "ApiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
             },
             "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["success", "error"],
-                    "properties": {
+                "Error": _obj(
+                    ["success", "error"],
+                    {
                         "success": {"const": False},
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {
-                                "code": {"type": "string", "enum": list(ERROR_CODES)},
-                                "message": {"type": "string"},
+                        "error": _obj(
+                            ["code", "message"],
+                            {
+                                "code": {"type": "string", "enum": codes},
+                                "message": _STR,
                                 "details": {},
                             },
-                        },
+                        ),
                     },
-                },
+                ),
+                **{f"Error{status}": error_schema(status) for status in sorted(by_status)},
                 "CaptureOptions": {
                     "type": "object",
                     "additionalProperties": False,
                     "properties": options,
                 },
-                "BulkOptions": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": bulk_options,
-                },
+                "BulkOptions": bulk_options,
+                "JobStatus": _job_status_schema(codes),
             },
         },
         "security": auth,
@@ -169,28 +486,16 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:\\-]{1,255}$"},
+                            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
                         }
                     ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "url": {"type": "string"},
-                                        "sitemap_url": {"type": "string"},
-                                        "options": {"$ref": "#/components/schemas/BulkOptions"},
-                                        "webhook_url": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": body(bulk_body),
                     "responses": {
-                        "202": {"description": "Job created (credits reserved)"},
+                        "202": ok(
+                            "Job created (credits reserved), or the job of an earlier "
+                            "request with the same Idempotency-Key and body",
+                            created,
+                        ),
                         **errors(400, 401, 402, 413, 422, 429),
                     },
                 }
@@ -199,7 +504,10 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
                 "get": {
                     "summary": "Job progress, credits and download info",
                     "parameters": [job_id],
-                    "responses": {"200": {"description": "Status"}, **errors(401, 404, 429)},
+                    "responses": {
+                        "200": ok("Status", _envelope({"$ref": "#/components/schemas/JobStatus"})),
+                        **errors(401, 404, 429),
+                    },
                 }
             },
             "/bulk-screenshot/{job_id}/download": {
@@ -207,11 +515,11 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
                     "summary": "The job's ZIP (supports Range requests)",
                     "parameters": [job_id],
                     "responses": {
-                        "200": {
-                            "description": "ZIP",
+                        "200": {"description": "ZIP", "content": {"application/zip": {}}},
+                        "206": {
+                            "description": "Partial content",
                             "content": {"application/zip": {}},
                         },
-                        "206": {"description": "Partial content"},
                         **errors(401, 404, 409, 410, 429),
                     },
                 }
@@ -219,52 +527,22 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
             "/screenshot": {
                 "get": {
                     "summary": "Capture one URL; the image is the response body",
-                    "parameters": [
-                        {
-                            "name": "url",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                        *[
-                            {
-                                "name": spec.name,
-                                "in": "query",
-                                "required": False,
-                                "schema": options[spec.name],
-                            }
-                            for spec in OPTION_SPECS
-                        ],
-                    ],
+                    "parameters": query_options,
                     "responses": {
                         "200": {
                             "description": "Image",
                             "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                            "headers": {**rate_headers, **image_headers},
                         },
-                        **errors(400, 401, 402, 429, 500),
+                        **errors(400, 401, 402, 429, 500, 503),
                     },
                 },
                 "post": {
                     "summary": "Capture one URL; JSON with a base64 image",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "allOf": [
-                                        {"$ref": "#/components/schemas/CaptureOptions"},
-                                        {
-                                            "required": ["url"],
-                                            "properties": {"url": {"type": "string"}},
-                                        },
-                                    ]
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": body(shot_body),
                     "responses": {
-                        "200": {"description": "Image as base64"},
-                        **errors(400, 401, 402, 413, 429, 500),
+                        "200": ok("Image as base64", shot_data, **image_headers),
+                        **errors(400, 401, 402, 413, 429, 500, 503),
                     },
                 },
             },
@@ -272,34 +550,99 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
                 "post": {
                     "summary": "Create an account; returns its first API key",
                     "security": [],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["email"],
-                                    "properties": {"email": {"type": "string", "format": "email"}},
+                    "requestBody": body(
+                        _obj(
+                            ["email"],
+                            {
+                                "email": {
+                                    "type": "string",
+                                    "maxLength": 254,
+                                    "pattern": EMAIL_PATTERN,
                                 }
-                            }
-                        },
-                    },
+                            },
+                        )
+                    ),
                     "responses": {
-                        "201": {"description": "Account created"},
-                        **errors(400, 409, 429),
+                        "201": ok(
+                            "Account created",
+                            _envelope(
+                                _obj(
+                                    ["message", "email", "api_key", "credits"],
+                                    {
+                                        "message": _STR,
+                                        "email": _STR,
+                                        "api_key": _STR,
+                                        "credits": _INT,
+                                    },
+                                )
+                            ),
+                        ),
+                        **errors(400, 409, 413, 429),
                     },
                 }
             },
             "/account": {
                 "get": {
                     "summary": "Plan, credits, API keys and jobs in flight",
-                    "responses": {"200": {"description": "Account"}, **errors(401, 429)},
+                    "responses": {
+                        "200": ok(
+                            "Account",
+                            _envelope(
+                                _obj(
+                                    [
+                                        "email",
+                                        "plan",
+                                        "credits",
+                                        "jobs_in_flight",
+                                        "api_keys",
+                                        "webhook_secret",
+                                    ],
+                                    {
+                                        "email": _STR_OR_NULL,
+                                        "plan": _STR,
+                                        "credits": _INT,
+                                        "jobs_in_flight": {
+                                            "type": "array",
+                                            "items": _obj(
+                                                ["job_id", "status", "total_urls"],
+                                                {
+                                                    "job_id": _STR,
+                                                    "status": {
+                                                        "type": "string",
+                                                        "enum": list(_JOB_STATUSES),
+                                                    },
+                                                    "total_urls": _INT,
+                                                },
+                                            ),
+                                        },
+                                        "api_keys": {
+                                            "type": "array",
+                                            "items": _obj(
+                                                ["prefix", "active", "created_at", "current"],
+                                                {
+                                                    "prefix": _STR,
+                                                    "active": {"type": "boolean"},
+                                                    "created_at": _STR,
+                                                    "current": {"type": "boolean"},
+                                                },
+                                            ),
+                                        },
+                                        "webhook_secret": _STR,
+                                    },
+                                )
+                            ),
+                        ),
+                        **errors(401, 429),
+                    },
                 }
             },
             "/api-keys": {
                 "post": {
                     "summary": "Create another API key (max 5 active per account)",
-                    "responses": {"201": {"description": "Key created"}, **errors(401, 409, 429)},
+                    "responses": {
+                        "201": ok("Key created", _envelope(_obj(["api_key"], {"api_key": _STR}))),
+                        **errors(401, 409, 429),
+                    },
                 }
             },
             "/api-keys/{key}": {
@@ -313,21 +656,40 @@ def openapi_document(config: ApiConfig) -> dict[str, Any]:
                             "schema": {"type": "string"},
                         }
                     ],
-                    "responses": {"200": {"description": "Deactivated"}, **errors(401, 429)},
+                    "responses": {
+                        "200": ok(
+                            "Deactivated", _envelope(_obj(["deactivated"], {"deactivated": _STR}))
+                        ),
+                        **errors(401, 429),
+                    },
                 }
             },
             "/health": {
                 "get": {
                     "summary": "Liveness",
                     "security": [],
-                    "responses": {"200": {"description": "ok"}, "503": {"description": "draining"}},
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": {"application/json": {"schema": health}},
+                        },
+                        "503": {
+                            "description": "draining",
+                            "content": {"application/json": {"schema": health}},
+                        },
+                    },
                 }
             },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
                     "security": [],
-                    "responses": {"200": {"description": "OpenAPI"}},
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
                 }
             },
         },

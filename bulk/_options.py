@@ -19,7 +19,10 @@ import attrs
 from ._exceptions import ValidationError
 
 __all__ = [
+    "FORBIDDEN_HEADERS",
+    "LIMITS",
     "OPTION_SPECS",
+    "TOKEN_PATTERN",
     "CaptureOptions",
     "Cookie",
     "OptionSpec",
@@ -57,6 +60,19 @@ _MAX_HEADERS: Final = 32
 _MAX_COOKIES: Final = 50
 _MAX_SELECTORS: Final = 50
 _MAX_STR: Final = 2048
+_MAX_VALUE: Final = 4096
+
+# The same bounds, for the OpenAPI document (which describes what is validated here).
+TOKEN_PATTERN: Final = _TOKEN.pattern
+FORBIDDEN_HEADERS: Final = _FORBIDDEN_HEADERS
+LIMITS: Final = {
+    "str": _MAX_STR,
+    "list": _MAX_SELECTORS,
+    "cookies": _MAX_COOKIES,
+    "headers": _MAX_HEADERS,
+    "cookie_value": _MAX_VALUE,
+    "header_value": _MAX_VALUE,
+}
 
 
 @attrs.frozen
@@ -172,12 +188,19 @@ def _validate_cookies(cookies: tuple[Cookie, ...]) -> None:
     for c in cookies:
         if not _COOKIE_NAME.match(c.name) or len(c.name) > 256:
             raise ValidationError(f"invalid cookie name {c.name!r}", field="cookies")
-        if _CTL.search(c.value) or ";" in c.value or len(c.value) > 4096:
+        if _CTL.search(c.value) or ";" in c.value or len(c.value) > _MAX_VALUE:
             raise ValidationError(f"invalid value for cookie {c.name!r}", field="cookies")
         if c.domain is not None:
             _check_str(c.domain, "cookies.domain", limit=253)
-        if c.path is not None and not c.path.startswith("/"):
-            raise ValidationError("cookie path must start with '/'", field="cookies.path")
+        if c.path is not None and (
+            not c.path.startswith("/") or ";" in c.path or _CTL.search(c.path)
+        ):
+            raise ValidationError(
+                "cookie path must start with '/' (no ';', no control characters)",
+                field="cookies.path",
+            )
+        if c.path is not None:
+            _check_str(c.path, "cookies.path")
 
 
 def _validate_headers(headers: tuple[tuple[str, str], ...]) -> None:
@@ -188,7 +211,7 @@ def _validate_headers(headers: tuple[tuple[str, str], ...]) -> None:
             raise ValidationError(f"invalid header name {name!r}", field="headers")
         if name.lower() in _FORBIDDEN_HEADERS or name.lower().startswith("proxy-"):
             raise ValidationError(f"header {name!r} cannot be set", field="headers")
-        if _CTL.search(value.replace("\t", " ")) or len(value) > 4096:
+        if _CTL.search(value.replace("\t", " ")) or len(value) > _MAX_VALUE:
             raise ValidationError(f"invalid value for header {name!r}", field="headers")
 
 
@@ -332,6 +355,8 @@ def _from_json(spec: OptionSpec, raw: Any, key: str) -> Any:
         return ValidationError(f"{key} must be {what}", field=key)
 
     if spec.kind == "int":
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)  # JSON Schema's integer: 5.0 is one (1.5 is not)
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise bad("an integer")
         return raw

@@ -14,7 +14,12 @@ safe to extract on Linux, macOS and Windows:
 * a query string adds ``@`` + 8 hex of its SHA-256 to the leaf;
 * over-long components are cut with a hash mark, over-long or over-deep names go to
   ``_long/``, and names that would need a file to also be a directory go to
-  ``_conflicts/``.
+  ``_conflicts/``;
+* the archive's own entries are taken before any page: the root files
+  ``_manifest.json`` and ``index.html`` (so ``/index.html/x`` goes to ``_conflicts/``)
+  and the folders ``_thumbs/``, ``_long/`` and ``_conflicts/`` (a page folder of that
+  name at the root gets a ``_`` prefix). They only exist at the root, the one depth
+  where a page can clash with them.
 
 ``entry_name`` is the pure mapping of one URL. ``Layout`` assigns names online, in
 sitemap order, and makes them unique after NFC + casefold (the way macOS and Windows
@@ -62,14 +67,19 @@ _MAX_DEPTH: Final = 32
 # The ZIP writer's last check leaves room over _MAX_NAME_BYTES for the root folder.
 _MAX_SAFE_NAME_BYTES: Final = 1100
 
+#: The archive's own entries at its root (``_archive`` writes them under these names).
+MANIFEST_NAME: Final = "_manifest.json"
+GALLERY_NAME: Final = "index.html"
+THUMBS_DIR: Final = "_thumbs"
 _LONG_DIR: Final = "_long"
 _CONFLICTS_DIR: Final = "_conflicts"
-_THUMBS_DIR: Final = "_thumbs"
 # Top-level directories bulk itself writes to; a page's first directory never uses them.
-_RESERVED_TOP_DIRS: Final = frozenset({_LONG_DIR, _CONFLICTS_DIR, _THUMBS_DIR})
-# Files bulk writes at the root; page entries always end in an image extension, so
-# they can never take these names.
-_RESERVED_ROOT_FILES: Final = frozenset({"_manifest.json", "index.html"})
+_RESERVED_TOP_DIRS: Final = frozenset({_LONG_DIR, _CONFLICTS_DIR, THUMBS_DIR})
+# Files bulk writes at the root. Page entries always end in an image extension, so they
+# never take these names as files; every layout starts with them taken, so a page
+# that would need one as a directory (/index.html/, /_manifest.json/x) goes to
+# _conflicts/ like any other file/directory clash.
+_RESERVED_ROOT_FILES: Final = frozenset({MANIFEST_NAME, GALLERY_NAME})
 
 _QUERY_HASH_HEX: Final = 8
 _COLLISION_HASH_HEX: Final = 8
@@ -89,9 +99,10 @@ _BIDI_CONTROLS: Final = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
 # Windows maps these names to devices whatever extension follows them; it also
-# accepts superscript digits (COM¹) as port numbers.
+# accepts superscript digits (COM¹) as port numbers. CONIN$ and CONOUT$ open the
+# console's input and output; CLOCK$ is the old clock device.
 _WINDOWS_RESERVED: Final = frozenset(
-    {"con", "prn", "aux", "nul"}
+    {"con", "prn", "aux", "nul", "conin$", "conout$", "clock$"}
     | {f"{device}{digit}" for device in ("com", "lpt") for digit in "0123456789¹²³"}
 )
 # Path characters WHATWG leaves unencoded that need no decoding or escaping.
@@ -118,7 +129,9 @@ class Layout:
     The first URL to want a name gets it; a later URL whose name is already taken
     (after NFC + casefold) gets ``~`` + 8 hex of its URL's SHA-256 before the
     extension. A name that would put a file where a directory already is, or a
-    directory where a file already is, goes to ``_conflicts/<16 hex>.<ext>``.
+    directory where a file already is, goes to ``_conflicts/<16 hex>.<ext>``. The
+    archive's root files (``_manifest.json``, ``index.html``) and its ``_thumbs/``
+    folder are taken from the start.
 
     Args:
         extension: ``png``, ``jpg`` or ``webp`` (``jpeg`` means ``jpg``).
@@ -132,9 +145,10 @@ class Layout:
     def __init__(self, extension: str) -> None:
         self._extension = _check_extension(extension)
         # Comparison keys (NFC + casefold) of every entry and of every directory
-        # prefix of an entry: all the state later assignments depend on.
-        self._files: set[str] = set()
-        self._dirs: set[str] = set()
+        # prefix of an entry: all the state later assignments depend on. The
+        # archive's own entries come first.
+        self._files: set[str] = set(_RESERVED_ROOT_FILES)
+        self._dirs: set[str] = {THUMBS_DIR}
         self._by_url: dict[bytes, str] = {}
 
     def __len__(self) -> int:
@@ -178,8 +192,9 @@ class Layout:
         Raises:
             InvalidURL: ``url`` is not a parseable http(s) URL.
             ResumeMismatch: ``entry`` is not a name this layout could have given
-                (unsafe, another extension, taken by another URL, a file/directory
-                clash) or ``url`` already has a different entry.
+                (unsafe, another extension, taken by another URL or by the archive
+                itself, a file/directory clash) or ``url`` already has a different
+                entry.
         """
         parsed = _parse(url)
         identity = _url_hash(parsed)[:_IDENTITY_BYTES]
@@ -191,8 +206,10 @@ class Layout:
         if not is_safe_entry(entry) or not entry.endswith("." + self._extension):
             raise ResumeMismatch(f"{entry!r} is not a {self._extension} entry bulk could have made")
         key = _key(entry)
+        if key.split("/", 1)[0] == THUMBS_DIR:
+            raise ResumeMismatch(f"{entry!r} is inside the archive's own {THUMBS_DIR}/")
         if key in self._files or key in self._dirs or self._prefix_is_file(key):
-            raise ResumeMismatch(f"{entry!r} clashes with an entry restored before it")
+            raise ResumeMismatch(f"{entry!r} clashes with an entry taken before it")
         self._register(identity, entry, key)
 
     def _choose(self, plan: _Plan, url_hex: str) -> tuple[str, str]:
@@ -254,20 +271,17 @@ def entry_name(url: str, extension: str) -> str:
         extension: ``png``, ``jpg`` or ``webp`` (``jpeg`` means ``jpg``).
 
     Returns:
-        The name relative to the root folder (``blog/my-post.png``); always satisfies
-        ``is_safe_entry``. Names over 1024 bytes or 32 levels are
-        ``_long/<16 hex of the URL's SHA-256>.<ext>``.
+        The name relative to the root folder (``blog/my-post.png``), the one a fresh
+        ``Layout`` gives; always satisfies ``is_safe_entry``. Names over 1024 bytes
+        or 32 levels are ``_long/<16 hex of the URL's SHA-256>.<ext>``; names under
+        one of the archive's root files (``index.html/x.png``) are
+        ``_conflicts/<16 hex>.<ext>``.
 
     Raises:
         InvalidURL: ``url`` is not a parseable http(s) URL.
         ValidationError: ``extension`` is not one of the accepted ones.
     """
-    ext = _check_extension(extension)
-    parsed = _parse(url)
-    name = _render(_plan(parsed), ext, "")
-    if name is None:
-        return f"{_LONG_DIR}/{_url_hash(parsed).hex()[:_URL_HASH_HEX]}.{ext}"
-    return name
+    return Layout(extension).assign(url)
 
 
 def root_folder(site_url: str, day: datetime.date) -> str:

@@ -13,7 +13,14 @@ an internal address. Every connection goes through an ``EgressPolicy``:
 
 Decisions are made on the URL in the form the WHATWG parser (ada, the same rules
 Chromium follows) canonicalises it to: ``http://0x7f.1/``, ``http://2130706433/`` and
-``http://１２７．０．０．１/`` are all judged as ``127.0.0.1``.
+``http://１２７．０．０．１/`` are all judged as ``127.0.0.1``. That form is also the
+one used afterwards: ``policy_client`` hands httpx ada's ASCII host and the ``Host``
+header, so httpx never re-encodes or decodes a name (its IDNA 2008 codec refuses
+registered names such as ``xn--ls8h.la`` that WHATWG and Chromium accept), and the
+proxy connects to the checked host. A host name must be one DNS could answer for
+(``host_name_problem``) and have at least two labels: ``http://intranet/`` (or
+``http:///etc/passwd``, host ``etc``) would go to the resolver's search domains, so it
+is ``INVALID_URL`` before any I/O unless an ``allow`` entry names it.
 
 Address classification is bulk's own (``is_public_address``): ``ipaddress.is_global``
 calls some non-public addresses global (``::127.0.0.1``, ``64:ff9b::7f00:1``,
@@ -34,18 +41,17 @@ import math
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final, TypeAlias, final
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final, TypeAlias, final
 
 import attrs
 import httpcore
 import httpx
 import trio
-from httpcore._backends.trio import TrioBackend
 
 from ._exceptions import FetchError, InvalidURL, URLBlocked, ValidationError
 from ._listeners import refuse_own_address, refuse_own_socket
-from ._urls import MAX_URL_LENGTH, ParsedURL, parse_http_url
+from ._urls import MAX_URL_LENGTH, ParsedURL, host_name_problem, parse_http_url
 
 __all__ = [
     "BLOCKED_NAMES",
@@ -55,6 +61,7 @@ __all__ = [
     "PolicyNetworkBackend",
     "Resolver",
     "is_public_address",
+    "policy_client",
     "policy_transport",
 ]
 
@@ -258,11 +265,14 @@ class EgressPolicy:
             ``--allow-private``, for archiving an intranet): loopback and "this host"
             addresses (``127.0.0.0/8``, ``::1``, ``0.0.0.0/8``, ``::``) stay refused
             unless ``allow`` names them. Non-http(s) schemes, userinfo, over-long
-            URLs, port 0 and ports outside ``allowed_ports`` are still refused.
+            URLs, port 0, ports outside ``allowed_ports`` and single-label names other
+            than the local ones in ``BLOCKED_NAMES`` (``localhost``...) are still
+            refused.
         allow: Exceptions to the address rules: exact host names (``"intranet.corp"``,
-            no wildcards; the name may then resolve to any address) and IP networks
-            (``"10.0.0.0/8"``, ``"127.0.0.1/32"``, ``"::1/128"``; a bare address means
-            that one address). A network entry opens exactly that range.
+            ``"intranet"``, no wildcards; the name may then resolve to any address,
+            and a single-label name is accepted) and IP networks (``"10.0.0.0/8"``,
+            ``"127.0.0.1/32"``, ``"::1/128"``; a bare address means that one
+            address). A network entry opens exactly that range.
         allowed_ports: When set, the only ports allowed, even with ``allow_private``.
         resolver: Replaces ``trio.socket.getaddrinfo`` (tests); not part of equality.
 
@@ -301,8 +311,11 @@ class EgressPolicy:
     def check_url(self, url: str | ParsedURL) -> ParsedURL:
         """Refuse a URL on what it says, before any I/O.
 
-        Checks the scheme (http/https), length, userinfo, port, a literal IP host and
-        local-only names. A host name that passes still has to pass ``resolve``.
+        Checks the scheme (http/https), length, userinfo, port, a literal IP host, and
+        a host name's form (``host_name_problem``, at least two labels) and local-only
+        names. A host name that passes still has to pass ``resolve``. Whatever passes
+        builds an httpx request through ``policy_client`` and is what Chromium sends
+        to the egress proxy.
 
         Args:
             url: The URL as written, or already parsed (re-parsed here, so a
@@ -312,9 +325,12 @@ class EgressPolicy:
             The canonical URL, the form that must be used from here on.
 
         Raises:
-            InvalidURL: Not an http(s) URL bulk can parse, or over 2048 characters.
-            URLBlocked: Userinfo (``http://user@host``, ``http://a.com@10.0.0.1``), a
-                refused port, a non-public literal IP or a local-only name.
+            InvalidURL: Not an http(s) URL bulk can parse, over 2048 characters, with
+                a user name or password (``http://user@host``,
+                ``http://a.com@10.0.0.1``), or a host name no resolver could look up
+                or that has a single label (``http://intranet/``) and no ``allow``
+                entry naming it.
+            URLBlocked: A refused port, a non-public literal IP or a local-only name.
         """
         text = url.href if isinstance(url, ParsedURL) else url
         if len(text) > MAX_URL_LENGTH:
@@ -322,9 +338,11 @@ class EgressPolicy:
         parsed = parse_http_url(text)
         if parsed.has_userinfo:
             # Refused rather than stripped: "http://example.com@10.0.0.1/" exists to
-            # make a human (or a filter) misread the host.
-            raise URLBlocked(
-                "URLs with a user name or password are refused", details={"host": parsed.host}
+            # make a human (or a filter) misread the host. Invalid input, not a
+            # destination the policy judged: Chromium never sends one to the proxy.
+            raise InvalidURL(
+                "URLs with a user name or password are not accepted",
+                details={"host": parsed.host},
             )
         self._check_port(parsed.hostname, parsed.port)
         ip = _literal_ip(parsed.hostname)
@@ -379,7 +397,8 @@ class EgressPolicy:
             The allowed addresses, in resolver order, without duplicates.
 
         Raises:
-            InvalidURL: ``host`` is not a host name or address.
+            InvalidURL: ``host`` is not a host name or address, or a name
+                ``check_url`` would refuse as invalid (single label, empty label...).
             URLBlocked: The port, the name or any resolved address is refused.
             FetchError: The name could not be resolved.
 
@@ -467,10 +486,23 @@ class EgressPolicy:
             raise URLBlocked(f"port {port} is not allowed", details={"host": host, "port": port})
 
     def _check_name(self, name: str) -> None:
-        if self.allow_private or name.lower().rstrip(".") in self._names:
-            return
-        if _is_blocked_name(name):
+        """Judge a host name (not an IP literal) in ada's canonical form, before DNS."""
+        named = name.lower().rstrip(".") in self._names
+        blocked = _is_blocked_name(name)
+        if blocked and not (self.allow_private or named):
             raise URLBlocked(f"{name} is a local-only name", details={"host": name})
+        problem = host_name_problem(name)
+        if problem is not None:
+            raise InvalidURL(
+                f"not a valid host name ({problem}): {name[:80]!r}", details={"host": name[:255]}
+            )
+        if "." not in name.rstrip(".") and not named and not (self.allow_private and blocked):
+            # The system resolver would try its search domains: what such a name
+            # reaches depends on the machine, never on the URL.
+            raise InvalidURL(
+                f"{name} is a single-label host name, which only an allow entry opens",
+                details={"host": name},
+            )
 
 
 def _parse_allow_entry(
@@ -522,7 +554,7 @@ class PolicyNetworkBackend(httpcore.AsyncNetworkBackend):
 
     def __init__(self, policy: EgressPolicy) -> None:
         self._policy = policy
-        self._backend = TrioBackend()
+        self._backend = httpcore.TrioBackend()
 
     async def connect_tcp(
         self,
@@ -666,12 +698,14 @@ def policy_transport(
 ) -> httpx.AsyncHTTPTransport:
     """An httpx transport whose every connection passes ``policy``.
 
-    Use it as ``httpx.AsyncClient(transport=policy_transport(policy))``; with an
-    explicit transport httpx ignores proxy environment variables, so nothing bypasses
-    the policy. There is deliberately no ``proxy``, ``uds`` or ``local_address``.
+    ``policy_client`` is the client built on it; use that. With an explicit
+    transport httpx ignores proxy environment variables, so nothing bypasses the
+    policy. There is deliberately no ``proxy``, ``uds`` or ``local_address``.
 
-    Follow redirects by hand and pass every hop through ``policy.check_url`` too: the
-    transport checks names, ports and addresses, but not userinfo.
+    The transport judges the host httpx hands it the way ``check_url`` does (names,
+    ports, addresses), but not userinfo, and a plain ``httpx.AsyncClient`` may raise
+    ``idna.IDNAError`` building a request for a name WHATWG accepts: requests must be
+    built by ``policy_client`` (and redirects followed by hand, each hop through it).
 
     Args:
         policy: The egress policy.
@@ -700,4 +734,89 @@ def policy_transport(
         limits=limits,
         retries=retries,
         socket_options=socket_options,
+    )
+
+
+@final
+class _PolicyClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` whose every request URL is the policy's canonical form.
+
+    httpx parses URLs with its own rules: ``httpx.URL.host`` decodes punycode with
+    IDNA 2008 and raises ``idna.IDNAError`` (not an ``httpx`` error) on names WHATWG
+    accepts, and ``httpx.Request`` reads it to fill in ``Host``. ``build_request``
+    (which ``get``, ``post``, ``request`` and ``stream`` all go through) therefore
+    checks the URL with the policy first, passes httpx ada's href, whose host is
+    already lower-case ASCII (httpx keeps such a host byte for byte), and sets
+    ``Host`` from ada's authority, so httpx never re-encodes or decodes the name.
+
+    It never follows a redirect. httpx prepares ``response.next_request`` for every
+    3xx even when not following, re-parsing ``Location`` and comparing hosts through
+    ``URL.host``, which raises ``idna.IDNAError`` for a redirect to or from such a
+    name; so ``_send_handling_redirects`` (httpx 0.28's private seam, pinned by
+    ``tests/test_policy.py``) is one plain send here. Callers follow ``Location`` by
+    hand, resolving it with ada and sending each hop through ``build_request``.
+    """
+
+    def __init__(self, policy: EgressPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._policy = policy
+
+    def build_request(self, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Request:
+        """``httpx.AsyncClient.build_request`` for ``policy.check_url(url)``.
+
+        Raises:
+            InvalidURL, URLBlocked: ``policy.check_url`` refused ``url``.
+        """
+        target = self._policy.check_url(str(url))
+        headers = httpx.Headers(kwargs.pop("headers", None))
+        headers["Host"] = target.authority
+        return super().build_request(method, target.without_fragment(), headers=headers, **kwargs)
+
+    async def _send_handling_redirects(
+        self, request: httpx.Request, follow_redirects: bool, history: list[httpx.Response]
+    ) -> httpx.Response:
+        if follow_redirects:
+            raise ValueError("policy_client does not follow redirects; follow them by hand")
+        response = await self._send_single_request(request)
+        response.history = list(history)
+        return response
+
+
+def policy_client(
+    policy: EgressPolicy,
+    *,
+    timeout: httpx.Timeout | float,
+    headers: Mapping[str, str] | None = None,
+    limits: httpx.Limits | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client whose every request passes ``policy``, in the policy's form.
+
+    ``client.get(url)``, ``client.post(url, ...)`` and ``client.build_request(...)``
+    check ``url`` with ``policy.check_url`` (``InvalidURL``/``URLBlocked`` come out
+    of the call) and send exactly the URL it returns: the host Chromium would use,
+    never httpx's own re-parse of it. Connections go through ``policy_transport``.
+    Redirects are never followed (follow them by hand, each hop through the client
+    again); proxy environment variables are ignored.
+
+    Args:
+        policy: The egress policy.
+        timeout: As for ``httpx.AsyncClient``.
+        headers: Default headers of every request.
+        limits: Connection pool limits; httpx's defaults when None.
+        transport: Replaces ``policy_transport(policy, limits=limits)`` (tests pass
+            an ``httpx.MockTransport``); the URL checks still apply.
+
+    Returns:
+        The client; use it as an async context manager (it closes its connections).
+    """
+    if transport is None:
+        transport = policy_transport(policy, limits=limits)
+    return _PolicyClient(
+        policy,
+        transport=transport,
+        timeout=timeout,
+        headers=headers,
+        follow_redirects=False,
+        trust_env=False,
     )

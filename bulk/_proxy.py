@@ -27,8 +27,10 @@ connect. Where to: what ``EgressPolicy`` allows, never bulk's own listening sock
 Refusals are ``403`` with ``X-Bulk-Error: URL_BLOCKED``; an unreachable destination is
 ``502`` with ``X-Bulk-Error: NAVIGATION_ERROR``; a missing or wrong
 ``Proxy-Authorization`` is ``407`` (Chromium then retries with the credentials);
-anything else is ``400``. Every refusal is recorded in ``ProxyStats`` so the browser
-module can tell a policy refusal from a network error (``recently_blocked``).
+a URL the policy finds invalid (userinfo, a single-label or unresolvable host name) is
+``400`` with ``X-Bulk-Error: INVALID_URL``; anything else is ``400``. Every refusal
+is recorded in ``ProxyStats`` so the browser module can tell a policy refusal from a
+network error (``recently_blocked``).
 """
 
 from __future__ import annotations
@@ -371,7 +373,9 @@ class EgressProxy:
             host, port = _host_port_hint(text)
             await self._refuse(client, host, port, exc)
         except InvalidURL as exc:
-            await _reply(client, 400, "Bad Request", str(exc))
+            # Coded like a refusal, so a capture can tell bad input (a redirect to
+            # http://intranet/) from the site's own 400.
+            await _reply(client, 400, "Bad Request", str(exc), error_code=InvalidURL.code)
         return None
 
     async def _open_upstream(

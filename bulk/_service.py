@@ -2,9 +2,14 @@
 in one trio process, started from our own ``trio.run``.
 
     serve(config, shutdown)
-      ledger (one writer) ─ fetcher (httpx, policy) ─ BrowserPool (Chromium, proxy)
-      background nursery: JobRunner.serve, sweeper, webhooks
+      ledger (one writer; secrets key in data_dir) ─ fetcher (httpx, policy) ─
+      BrowserPool (Chromium, proxy)
+      background nursery: JobRunner.serve, sweeper, deliver_webhooks (_webhooks.py)
       web nursery: hypercorn (trio worker) serving create_app(state)
+
+No background loop can end the process: each contains its items' failures
+(``_util.contained``): a job, an expiry or a webhook that fails is logged and
+recorded failed, and the loop goes on.
 
 Shutdown (``shutdown`` set, e.g. by SIGTERM): hypercorn stops accepting and lets
 in-flight requests finish (``graceful_timeout``), then the background tasks are
@@ -16,38 +21,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import hmac
-import json
 import logging
-import math
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 import attrs
-import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from ._api import ApiConfig, ServiceState, create_app, job_status_body
-from ._browser import BrowserPool, PoolConfig
-from ._exceptions import BulkError
+from ._api import ApiConfig, ServiceState, create_app
+from ._capture import BrowserPool, PoolConfig
 from ._fetch import open_fetcher
 from ._jobs import JobRunner, RunnerConfig
-from ._ledger import Ledger
+from ._ledger import Ledger, SecretBox
 from ._listeners import own_listener
-from ._policy import EgressPolicy, policy_transport
-from ._util import hold_lock
+from ._policy import EgressPolicy
+from ._util import contained, hold_lock
+from ._webhooks import WEBHOOK_BACKOFF, WebhookConfig, deliver_webhooks, webhook_signature
 
-__all__ = ["ServiceConfig", "serve"]
+__all__ = ["ServiceConfig", "serve", "webhook_signature"]
 
 log = logging.getLogger("bulk.service")
 
-WEBHOOK_BACKOFF: Final = (2.0, 10.0, 60.0, 300.0, 1800.0)
+#: The file in ``data_dir`` that holds the key sealing jobs' cookies and headers.
+KEY_FILE: Final = "secrets.key"
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +64,9 @@ class ServiceConfig:
         api: HTTP-layer knobs (rate limits, discovery time cap).
         graceful_timeout: Seconds in-flight requests get at shutdown.
         sweep_interval: Seconds between expiry sweeps.
+        webhook_backoff: Seconds before each webhook retry (``WebhookConfig``).
+        webhooks: The rest of webhook delivery (its ``backoff`` is replaced by
+            ``webhook_backoff``).
     """
 
     host: str = "127.0.0.1"
@@ -78,6 +80,7 @@ class ServiceConfig:
     graceful_timeout: float = 10.0
     sweep_interval: float = 60.0
     webhook_backoff: tuple[float, ...] = WEBHOOK_BACKOFF
+    webhooks: WebhookConfig = attrs.field(factory=WebhookConfig)
 
 
 async def serve(
@@ -88,20 +91,28 @@ async def serve(
 ) -> None:
     """Run the service until ``shutdown`` is set, then stop gracefully.
 
+    The key that seals running jobs' cookie and header values is ``KEY_FILE`` in
+    ``data_dir`` (0600, created on first start): a restart-resumed job still has
+    them; a copy of the database alone does not.
+
     Raises:
         BrowserUnavailable: Chromium would not start.
         LockHeld: Another ``bulk serve`` uses this database.
+        ValidationError: The key file is damaged.
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = config.db.with_name(config.db.name + ".lock")
     with (
-        hold_lock(config.db.with_name(config.db.name + ".lock")),
+        hold_lock(lock, held=f"another bulk serve uses {config.db}"),
         contextlib.ExitStack() as own,
     ):
         if config.port:
             # Before any job runs: a page must never reach the API (_listeners).
             own.enter_context(own_listener(config.host, config.port))
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        box = await trio.to_thread.run_sync(SecretBox.from_key_file, config.data_dir / KEY_FILE)
+        webhooks = attrs.evolve(config.webhooks, backoff=config.webhook_backoff)
         async with (
-            Ledger.open(config.db, clock=config.api.clock) as ledger,
+            Ledger.open(config.db, clock=config.api.clock, secrets=box) as ledger,
             open_fetcher(config.policy) as fetcher,
             BrowserPool.open(config.pool, config.policy) as pool,
         ):
@@ -129,7 +140,7 @@ async def serve(
             async with trio.open_nursery() as background:
                 await background.start(runner.serve)
                 background.start_soon(_sweeper, ledger, runner, config.sweep_interval)
-                background.start_soon(_webhooks, ledger, config.policy, config.webhook_backoff)
+                await background.start(deliver_webhooks, ledger, config.policy, webhooks)
                 async with trio.open_nursery() as web:
                     binds = await web.start(
                         functools.partial(
@@ -152,89 +163,16 @@ async def serve(
 
 
 async def _sweeper(ledger: Ledger, runner: JobRunner, interval: float) -> None:
-    """Expire completed jobs whose download window passed, and delete their files."""
-    while True:
-        try:
-            for job in await ledger.expire_due():
-                await runner.delete_files(job)
-                log.info("job %s expired; files deleted", job.id)
-        except BulkError:
-            log.exception("expiry sweep failed")
-        await trio.sleep(interval)
+    """Expire completed jobs whose download window passed, and delete their files.
 
-
-def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
-    """``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>" keyed by the account secret>``."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-async def _webhooks(
-    ledger: Ledger,
-    policy: EgressPolicy,
-    backoff: tuple[float, ...],
-    clock: Callable[[], float] = time.time,
-) -> None:
-    """Deliver job-finished callbacks, signed, retried with backoff, under the policy.
-
-    State lives in ``jobs.webhook_state`` (``"<attempts>:<next unix time>"``, then
-    ``delivered`` or ``failed``) so deliveries survive a restart.
+    Each job's cleanup is its own item: one that fails is logged and the others go
+    on; a sweep that fails as a whole is tried again at the next interval.
     """
-    transport = policy_transport(policy)
-    async with httpx.AsyncClient(
-        transport=transport, timeout=10.0, follow_redirects=False, trust_env=False
-    ) as client:
-        while True:
-            now = clock()
-            for job in await ledger.jobs(statuses=("completed", "failed"), kinds=("bulk",)):
-                if not job.webhook_url or job.webhook_state in ("delivered", "failed"):
-                    continue
-                attempts, due = _parse_state(job.webhook_state)
-                if due > now:
-                    continue
-                ok = await _deliver(client, ledger, job)
-                if ok:
-                    state = "delivered"
-                elif attempts + 1 >= len(backoff) + 1:
-                    state = "failed"
-                else:
-                    state = f"{attempts + 1}:{now + backoff[attempts]:.0f}"
-                await ledger.set_status(job.id, None, webhook_state=state)
-            await trio.sleep(1.0)
-
-
-def _parse_state(state: str | None) -> tuple[int, float]:
-    if not state or ":" not in state:
-        return 0, -math.inf
-    attempts, _, due = state.partition(":")
-    try:
-        return int(attempts), float(due)
-    except ValueError:
-        return 0, -math.inf
-
-
-async def _deliver(client: httpx.AsyncClient, ledger: Ledger, job: Any) -> bool:
-    assert job.account_id is not None
-    account = await ledger.account(job.account_id)
-    event = "bulk_job.completed" if job.status == "completed" else "bulk_job.failed"
-    body = json.dumps(
-        {"event": event, "data": job_status_body(job)}, separators=(",", ":")
-    ).encode()
-    timestamp = int(time.time())
-    try:
-        response = await client.post(
-            job.webhook_url,
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": "bulk-webhook/0.1",
-                "X-Bulk-Event": event,
-                "X-Bulk-Signature": webhook_signature(account.webhook_secret, timestamp, body),
-            },
-        )
-    except (httpx.HTTPError, BulkError) as exc:
-        log.warning(
-            "webhook for job %s failed: %s", job.id, getattr(exc, "code", type(exc).__name__)
-        )
-        return False
-    return 200 <= response.status_code < 300
+    while True:
+        with contained(log, "expiry sweep"):
+            for job in await ledger.expire_due():
+                with contained(log, "deleting the files of expired job %s", job.id) as outcome:
+                    await runner.delete_files(job)
+                if not outcome.failed:
+                    log.info("job %s expired; files deleted", job.id)
+        await trio.sleep(interval)

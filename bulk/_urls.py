@@ -16,8 +16,10 @@ import attrs
 from ._exceptions import InvalidURL
 
 __all__ = [
+    "MAX_HOST_NAME_LENGTH",
     "MAX_URL_LENGTH",
     "ParsedURL",
+    "host_name_problem",
     "page_url",
     "parse_http_url",
     "site_candidates",
@@ -26,6 +28,15 @@ __all__ = [
 MAX_URL_LENGTH: Final = 2048
 _SCHEME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+#: DNS limits (RFC 1035): 63 octets a label, 253 characters a name without its root dot.
+MAX_HOST_NAME_LENGTH: Final = 253
+_MAX_LABEL_LENGTH: Final = 63
+# What a label of a name that can be looked up is made of, in the lower-case ASCII
+# form ada gives (punycode for IDNs). Underscores are common in real names (DKIM,
+# SRV-style hosts) and Chromium's resolver takes them; anything else WHATWG lets
+# through (``a!b.com``, ``a{b.com``, ``a*b.com``) is refused by Chromium's resolver
+# (and ``*`` is even spelled ``%2A`` by Chromium but ``*`` by ada).
+_LABEL_RE: Final = re.compile(r"[a-z0-9_-]+")
 
 
 @attrs.frozen
@@ -47,9 +58,15 @@ class ParsedURL:
     has_userinfo: bool
 
     @property
-    def origin(self) -> str:
+    def authority(self) -> str:
+        """``host[:port]``, the port only when not the scheme's default: the ``Host``
+        header a browser sends for this URL."""
         default = _DEFAULT_PORTS[self.scheme] == self.port
-        return f"{self.scheme}://{self.host}" + ("" if default else f":{self.port}")
+        return self.host if default else f"{self.host}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.authority}"
 
     def without_fragment(self) -> str:
         return self.href.split("#", 1)[0]
@@ -93,6 +110,40 @@ def parse_http_url(text: str, base: str | None = None) -> ParsedURL:
         fragment=url.hash[1:],
         has_userinfo=bool(url.username or url.password),
     )
+
+
+def host_name_problem(hostname: str) -> str | None:
+    """Why ``hostname`` can never be looked up, or ``None`` when it can.
+
+    ``hostname`` is a ``ParsedURL.hostname`` that is not an IP literal: ada has
+    already lower-cased it and turned IDNs into punycode. WHATWG (so ada and Chromium)
+    accepts names no resolver can look up: empty labels (``a..b.com``), labels over 63
+    characters, and characters like ``!``, ``{`` or ``*``. Python's IDNA codec (used by
+    ``ssl`` for the TLS server name) raises on empty and over-long labels, so such a
+    name must be refused before it reaches a transport. Punycode labels are not
+    decoded: ``xn--ls8h.la`` is a registered name Chromium loads, and an ``xn--``
+    label that does not decode is still a valid DNS label.
+
+    Args:
+        hostname: The host name, possibly with one trailing dot (a fully qualified
+            name).
+
+    Returns:
+        A short reason (``"empty label"``...), or ``None`` for a valid DNS name.
+    """
+    name = hostname[:-1] if hostname.endswith(".") else hostname
+    if not name:
+        return "empty host"
+    if len(name) > MAX_HOST_NAME_LENGTH:
+        return f"longer than {MAX_HOST_NAME_LENGTH} characters"
+    for label in name.split("."):
+        if not label:
+            return "empty label"
+        if len(label) > _MAX_LABEL_LENGTH:
+            return f"a label longer than {_MAX_LABEL_LENGTH} characters"
+        if not _LABEL_RE.fullmatch(label):
+            return "characters a host name cannot have"
+    return None
 
 
 def _short(text: str) -> str:

@@ -4,8 +4,9 @@
 # tests, its test extras), and makes sure a Chromium exists: a Playwright-managed one,
 # else a system one (/usr/bin/chromium, chromium-browser, google-chrome, or
 # BULK_CHROMIUM=/path), else `apt-get install -y chromium` when root with apt, else
-# one clear line saying what to install. As root it also makes the system user
-# Chromium runs as (bulk-chromium). Later runs only check a stamp file.
+# one clear line saying what to install. For the tests, also the JavaScript linter
+# (tests/js, with npm). As root it also makes the system user Chromium runs as
+# (bulk-chromium). Later runs only check a stamp file.
 set -euo pipefail
 
 BULK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +37,7 @@ bulk_ensure_venv() {
   local stamp="$BULK_VENV/.bulk-stamp" want
   want="$(_bulk_stamp_value)"
   if [ -x "$BULK_VENV/bin/python" ] && [ -f "$stamp" ] && grep -qx "$want" "$stamp"; then
+    _bulk_ensure_test_tools
     return 0
   fi
   local py
@@ -57,6 +59,45 @@ bulk_ensure_venv() {
     plain="$(BULK_EXTRAS='' _bulk_stamp_value)"
     grep -qx "$plain" "$stamp" || echo "$plain" >> "$stamp"
   fi
+  _bulk_ensure_test_tools
+}
+
+_bulk_ensure_test_tools() {
+  # The tests' own tools beyond Python: only for the test extras.
+  case ",$BULK_EXTRAS," in *,test,*) bulk_ensure_js_linter ;; esac
+}
+
+bulk_ensure_js_linter() {
+  # The tests lint the in-page scripts (bulk/_capture/js) with ESLint, pinned in
+  # tests/js/package-lock.json: `npm ci` there once; later runs only check a stamp.
+  # Without node/npm: `apt-get install nodejs npm` when root with apt (as for Chromium),
+  # else one clear line saying what to install.
+  local dir="$BULK_ROOT/tests/js" want
+  local stamp="$dir/node_modules/.bulk-stamp"
+  want="$(sha256sum < "$dir/package-lock.json" | cut -c1-16)"
+  if [ -f "$stamp" ] && grep -qx "$want" "$stamp"; then
+    return 0
+  fi
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      _bulk_say "no node/npm found: installing Debian's nodejs and npm with apt-get (one time)..."
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq >&2 || true
+      if ! apt-get install -y -qq --no-install-recommends nodejs npm >&2; then
+        _bulk_say "NODE_NOT_FOUND: 'apt-get install -y nodejs npm' failed; the tests need Node.js >= 18 and npm"
+        exit 1
+      fi
+    else
+      _bulk_say "NODE_NOT_FOUND: the tests lint JavaScript with ESLint: install Node.js >= 18 and npm ('sudo apt-get install -y nodejs npm')"
+      exit 1
+    fi
+  fi
+  _bulk_say "installing the tests' JavaScript linter (npm ci in tests/js, one time)..."
+  if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2); then
+    _bulk_say "NPM_CI_FAILED: 'npm ci' in $dir failed (see above)"
+    exit 1
+  fi
+  echo "$want" > "$stamp"
 }
 
 # Run as root, bulk starts Chromium as an unprivileged system user (BULK_CHROMIUM_USER,

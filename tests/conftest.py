@@ -12,9 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from bulk._config import find_chromium
 from tests.sitekit import ROOT, SiteServer, serve_site
+
+# CI runs the same examples every time (a fresh clone has no example database): a
+# property that fails there fails on every run, never now and then. Locally,
+# hypothesis explores new examples on each run and keeps the failures it finds.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 BULK = [sys.executable, "-m", "bulk._cli"]
 

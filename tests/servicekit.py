@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import trio
 
-from bulk._api import ApiConfig, RateLimit
-from bulk._browser import PoolConfig
+from bulk._api import IN_FLIGHT_LIMITS, ApiConfig, RateLimit
+from bulk._capture import PoolConfig
 from bulk._ledger import Ledger
 from bulk._policy import EgressPolicy
 from bulk._service import ServiceConfig, serve
@@ -48,6 +48,7 @@ class Service:
     chromium: str
     clock: Clock = field(default_factory=Clock)
     limits: Mapping[str, RateLimit] = field(default_factory=lambda: dict(TIGHT_LIMITS))
+    in_flight: Mapping[str, int] = field(default_factory=lambda: dict(IN_FLIGHT_LIMITS))
     download_ttl: int = 86400
     concurrency: int = 3
     sweep_interval: float = 0.5
@@ -70,7 +71,12 @@ class Service:
             pool=PoolConfig(executable=self.chromium, concurrency=self.concurrency),
             policy=self.policy,
             download_ttl=self.download_ttl,
-            api=ApiConfig(rate_limits=self.limits, clock=self.clock, discovery_timeout=20),
+            api=ApiConfig(
+                rate_limits=self.limits,
+                in_flight=self.in_flight,
+                clock=self.clock,
+                discovery_timeout=20,
+            ),
             graceful_timeout=5,
             sweep_interval=self.sweep_interval,
             webhook_backoff=self.webhook_backoff,

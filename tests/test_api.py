@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
 import json
 import logging
+import threading
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +283,7 @@ async def test_not_json_and_too_large(service: Service, client: httpx.AsyncClien
         ("http://127.0.0.2:8080/", "URL_BLOCKED"),
         ("http://169.254.169.254/latest/meta-data/", "URL_BLOCKED"),
         ("http://[::1]/", "URL_BLOCKED"),
-        ("http://user:pw@example.com/", "URL_BLOCKED"),
+        ("http://user:pw@example.com/", "INVALID_URL"),
         ("http://2130706434/", "URL_BLOCKED"),
     ],
 )
@@ -529,6 +531,27 @@ async def test_openapi_and_health(service: Service, client: httpx.AsyncClient) -
     _err(await client.put(service.api("/account")), 405, "METHOD_NOT_ALLOWED")
 
 
+async def test_invalid_selector_is_the_requests_fault(
+    service: Service, site: SiteServer, client: httpx.AsyncClient
+) -> None:
+    # Chromium's parser refuses it: a 400 naming the field, not a failed capture (500).
+    key = await new_key(service.db, credits=5)
+    for params in ({"selector": "0"}, {"block_selectors": "h1,>>>"}):
+        r = await client.get(
+            service.api("/screenshot"), params={"url": site.url("/"), **params}, headers=_h(key)
+        )
+        assert _err(r, 400, "VALIDATION_ERROR")["details"]["field"] in params
+    assert await balance(service.db, key) == 5
+
+
+async def test_method_not_allowed_names_every_method(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    r = await client.put(service.api("/screenshot"))
+    _err(r, 405, "METHOD_NOT_ALLOWED")
+    assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}
+
+
 async def test_api_key_redacted_from_access_log(
     service: Service, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -632,6 +655,196 @@ async def test_rate_limits(
         _err(r, 429, "RATE_LIMIT_EXCEEDED")
     finally:
         await trio.to_thread.run_sync(svc.stop)
+
+
+@contextlib.asynccontextmanager
+async def _limited_service(
+    tmp_path: Path, chromium: str, limits: dict[str, RateLimit], **kw: Any
+) -> AsyncIterator[Service]:
+    svc = Service(
+        db=tmp_path / "l.db", data_dir=tmp_path / "d", chromium=chromium, limits=limits, **kw
+    )
+    await trio.to_thread.run_sync(svc.start)
+    try:
+        yield svc
+    finally:
+        await trio.to_thread.run_sync(svc.stop)
+
+
+def _quota(**override: RateLimit) -> dict[str, RateLimit]:
+    return {
+        "general": RateLimit(1000, 60),
+        "screenshot": RateLimit(1000, 60),
+        "bulk": RateLimit(1000, 3600),
+        "register": RateLimit(1000, 900),
+        **override,
+    }
+
+
+async def test_failed_work_keeps_its_rate_limit_slot(
+    tmp_path: Path, chromium: str, site: SiteServer, client: httpx.AsyncClient
+) -> None:
+    limits = _quota(screenshot=RateLimit(1, 60), bulk=RateLimit(1, 3600))
+    bare = SiteServer(routes={"/": Route(body="<h1>no sitemap here</h1>")})
+    with bare:
+        async with _limited_service(tmp_path, chromium, limits) as svc:
+            # A capture that loaded a page (a 404) and failed used its slot.
+            key = await new_key(svc.db)
+            shot = svc.api("/screenshot")
+            r = await client.get(shot, params={"url": site.url("/missing")}, headers=_h(key))
+            assert _err(r, 500, "CAPTURE_ERROR")["details"]["reason"] == "HTTP_ERROR"
+            _err(
+                await client.get(shot, params={"url": site.url("/")}, headers=_h(key)),
+                429,
+                "RATE_LIMIT_EXCEEDED",
+            )
+            # A discovery that fetched and found nothing used its slot too.
+            key = await new_key(svc.db)
+            bulk = svc.api("/bulk-screenshot")
+            _err(
+                await client.post(bulk, json={"url": bare.origin}, headers=_h(key)),
+                400,
+                "NO_SITEMAP_FOUND",
+            )
+            r = await client.post(bulk, json={"url": site.origin}, headers=_h(key))
+            _err(r, 429, "RATE_LIMIT_EXCEEDED")
+            # Requests refused before any work (validation, URL policy, credits) are free.
+            key = await new_key(svc.db)
+            for body in ({"url": 1}, {"url": "http://127.0.0.2/"}):
+                r = await client.post(bulk, json=body, headers=_h(key))
+                assert r.status_code == 400, r.text
+            poor = await new_key(svc.db, credits=0)
+            r = await client.post(bulk, json={"url": site.origin}, headers=_h(poor))
+            _err(r, 402, "INSUFFICIENT_CREDITS")
+            _err(
+                await client.get(shot, params={"url": site.url("/")}, headers=_h(poor)),
+                402,
+                "INSUFFICIENT_CREDITS",
+            )
+            for k in (key, poor):
+                await client.get(shot, params={"url": "ftp://x/"}, headers=_h(k))
+            ok = await client.post(
+                bulk, json={"url": site.origin, "options": {"maxPages": 1}}, headers=_h(key)
+            )
+            assert ok.status_code == 202, ok.text
+            assert ok.headers["x-ratelimit-remaining"] == "0"
+            r = await client.get(shot, params={"url": site.url("/")}, headers=_h(key))
+            assert r.status_code == 200, r.text
+
+
+class _Gate:
+    """A route that holds its request until the test opens the gate; ``arrived`` is
+    set (in the test's trio run) when the request has come in."""
+
+    def __init__(self, body: str, content_type: str = "text/html; charset=utf-8") -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        self.arrived = trio.Event()
+        self.opened = threading.Event()
+        self.body = body.encode()
+        self.content_type = content_type
+
+    def route(self) -> Route:
+        def handler(h: Any) -> None:
+            trio.from_thread.run_sync(self.arrived.set, trio_token=self.token)
+            self.opened.wait(60)
+            SiteServer._send(h, 200, self.body, self.content_type, {})
+
+        return Route(handler=handler)
+
+
+async def test_work_in_flight_is_capped_per_key(
+    tmp_path: Path, chromium: str, site: SiteServer, client: httpx.AsyncClient
+) -> None:
+    page = _Gate("<h1>held</h1>")
+    robots = _Gate("User-agent: *\nSitemap: /sitemap.xml\n", "text/plain")
+    held = SiteServer(
+        routes={
+            "/held": page.route(),
+            "/robots.txt": robots.route(),
+            "/sitemap.xml": Route(
+                body="<urlset><url><loc>{origin}/</loc></url></urlset>",
+                content_type="application/xml",
+            ),
+            "/": Route(body="<h1>home</h1>"),
+        }
+    )
+    in_flight = {"discovery": 1, "capture": 1}
+    with held:
+        async with _limited_service(tmp_path, chromium, _quota(), in_flight=in_flight) as svc:
+            key, other = await new_key(svc.db), await new_key(svc.db)
+            shot, bulk = svc.api("/screenshot"), svc.api("/bulk-screenshot")
+            first: dict[str, httpx.Response] = {}
+
+            async def call(name: str, method: str, url: str, kw: dict[str, Any]) -> None:
+                first[name] = await client.request(method, url, headers=_h(key), **kw)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    call, "shot", "GET", shot, {"params": {"url": held.url("/held")}}
+                )
+                nursery.start_soon(call, "bulk", "POST", bulk, {"json": {"url": held.origin}})
+                with trio.fail_after(30):
+                    await page.arrived.wait()
+                    await robots.arrived.wait()
+                # The key's one capture and one discovery are running: more wait.
+                r = await client.get(shot, params={"url": held.url("/")}, headers=_h(key))
+                body = _err(r, 429, "RATE_LIMIT_EXCEEDED")
+                assert body["details"]["scope"] == "capture" and r.headers["retry-after"] == "1"
+                r = await client.post(bulk, json={"url": site.origin}, headers=_h(key))
+                body = _err(r, 429, "RATE_LIMIT_EXCEEDED")
+                assert body["details"]["scope"] == "discovery" and r.headers["retry-after"] == "1"
+                # Per key: another key is not held back.
+                r = await client.get(shot, params={"url": held.url("/")}, headers=_h(other))
+                assert r.status_code == 200, r.text
+                page.opened.set()
+                robots.opened.set()
+            assert first["shot"].status_code == 200, first["shot"].text
+            assert first["bulk"].status_code == 202, first["bulk"].text
+            # Finished work frees its place.
+            r = await client.get(shot, params={"url": held.url("/")}, headers=_h(key))
+            assert r.status_code == 200, r.text
+            r = await client.post(
+                bulk, json={"url": site.origin, "options": {"maxPages": 1}}, headers=_h(key)
+            )
+            assert r.status_code == 202, r.text
+            # Refusals cost nothing: the 429s above gave their slots back.
+            assert await balance(svc.db, key) == 100 - 1 - 1 - 1 - 1
+
+
+async def test_idempotent_replays_do_not_use_the_bulk_limit(
+    tmp_path: Path, chromium: str, site: SiteServer, client: httpx.AsyncClient
+) -> None:
+    async with _limited_service(tmp_path, chromium, _quota(bulk=RateLimit(2, 3600))) as svc:
+        key = await new_key(svc.db)
+        url = svc.api("/bulk-screenshot")
+        body = {"url": site.origin, "options": {"maxPages": 1}}
+        again = {"Idempotency-Key": "order-7"}
+        r = await _create(client, svc, key, body, headers=again)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["data"]["job_id"]
+        for _ in range(11):
+            r = await _create(client, svc, key, body, headers=again)
+            assert r.status_code == 202, r.text
+            assert r.json()["data"]["job_id"] == job_id
+            assert r.headers["idempotent-replayed"] == "true"
+            assert r.headers["x-ratelimit-limit"] == "2"
+            assert r.headers["x-ratelimit-remaining"] == "1"
+        # The second job of the window is still allowed; the third is not.
+        r = await client.post(url, json={**body, "options": {"maxPages": 2}}, headers=_h(key))
+        assert r.status_code == 202, r.text
+        r = await client.post(url, json={**body, "options": {"maxPages": 3}}, headers=_h(key))
+        _err(r, 429, "RATE_LIMIT_EXCEEDED")
+        # With the window full, a replay still gets its job...
+        r = await _create(client, svc, key, body, headers=again)
+        assert r.status_code == 202 and r.json()["data"]["job_id"] == job_id
+        # ...and anything else under the key still meets the limit first.
+        other_body = {**body, "options": {"maxPages": 3}}
+        _err(await _create(client, svc, key, other_body, headers=again), 429, "RATE_LIMIT_EXCEEDED")
+        # Only two jobs exist.
+        async with Ledger.open(svc.db) as ledger:
+            account = await ledger.account_by_key(key)
+            mine = await ledger.jobs(kinds=("bulk",), account_id=account.id)
+        assert len(mine) == 2
 
 
 # ---- restart mid-job -----------------------------------------------------------------

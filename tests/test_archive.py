@@ -35,6 +35,8 @@ from bulk._archive import (
     manifest_bytes,
     write_zip,
 )
+from bulk._exceptions import ArchiveError, BulkError
+from bulk._paths import Layout
 
 ROOT = "screenshots-example-com-2026-11-23"
 UTC = datetime.UTC
@@ -147,18 +149,18 @@ def records(images: pathlib.Path) -> list[PageRecord]:
 
 
 def test_page_record_invariants() -> None:
-    with pytest.raises(ValueError, match="entry"):
+    with pytest.raises(ArchiveError, match="entry"):
         PageRecord(seq=1, url="https://e.com/", entry=None, status="ok")
-    with pytest.raises(ValueError, match="entry"):
+    with pytest.raises(ArchiveError, match="entry"):
         PageRecord(seq=1, url="https://e.com/", entry="index.png", status="failed")
-    with pytest.raises(ValueError, match="seq"):
+    with pytest.raises(ArchiveError, match="seq"):
         PageRecord(seq=0, url="https://e.com/", entry="index.png", status="ok")
-    with pytest.raises(ValueError, match="status"):
+    with pytest.raises(ArchiveError, match="status"):
         PageRecord(seq=1, url="https://e.com/", entry="x.png", status="done")  # type: ignore[arg-type]
 
 
 def test_archive_info_needs_aware_timestamps() -> None:
-    with pytest.raises(ValueError, match="timezone"):
+    with pytest.raises(ArchiveError, match="timezone"):
         make_info(started_at=datetime.datetime(2026, 11, 23, 9, 30))
 
 
@@ -233,7 +235,7 @@ def test_manifest_sorts_by_seq_and_refuses_duplicates(images: pathlib.Path) -> N
     b = failed_record(1, "https://example.com/a")
     doc = json.loads(manifest_bytes(make_info(), [a, b]))
     assert [row["seq"] for row in doc["urls"]] == [1, 2]
-    with pytest.raises(ValueError, match="seq 1"):
+    with pytest.raises(ArchiveError, match="seq 1"):
         manifest_bytes(make_info(), [b, failed_record(1, "https://example.com/c")])
 
 
@@ -244,9 +246,11 @@ def test_manifest_of_no_records_is_valid_json() -> None:
 
 
 def test_manifest_refuses_what_json_cannot_hold() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ArchiveError):
         manifest_bytes(make_info(options={"delay": float("nan")}), [])
-    with pytest.raises(ValueError, match="Unicode"):
+    with pytest.raises(ArchiveError, match="not JSON"):
+        manifest_bytes(make_info(options={"when": datetime.date(2026, 1, 1)}), [])
+    with pytest.raises(ArchiveError, match="Unicode"):
         manifest_bytes(make_info(), [failed_record(1, "https://example.com/\udcff")])
 
 
@@ -494,7 +498,7 @@ def test_bad_image_raises_and_leaves_no_file(tmp_path: pathlib.Path, content: by
     source.write_bytes(content)
     out_dir = tmp_path / "thumbs"
     out_dir.mkdir()
-    with pytest.raises(ValueError, match=r"bad\.png"):
+    with pytest.raises(ArchiveError, match=r"bad\.png"):
         make_thumbnail(source, out_dir / "t.jpg")
     assert list(out_dir.iterdir()) == []
 
@@ -671,14 +675,14 @@ def test_unsafe_entry_is_refused_before_writing(
 ) -> None:
     good = ok_record(1, "index.png", images)
     bad = evolve(good, seq=2, entry=entry, thumb_path=None)
-    with pytest.raises(ValueError, match="unsafe"):
+    with pytest.raises(ArchiveError, match="unsafe"):
         build_zip(make_info(), [good, bad], work_dir=work_dir)
     assert list(work_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("root", ["", "../x", "a/b", "Screenshots", "x.y", "é", "-" * 256])
 def test_unsafe_root_is_refused(images: pathlib.Path, work_dir: pathlib.Path, root: str) -> None:
-    with pytest.raises(ValueError, match="root"):
+    with pytest.raises(ArchiveError, match="root"):
         build_zip(make_info(root=root), [ok_record(1, "a.png", images)], work_dir=work_dir)
     assert list(work_dir.iterdir()) == []
 
@@ -700,14 +704,14 @@ def test_colliding_names_are_refused(
 ) -> None:
     one = ok_record(1, first, images)
     two = evolve(ok_record(2, second, images), thumb_path=None)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ArchiveError, match=match):
         build_zip(make_info(), [one, two], work_dir=work_dir)
     assert list(work_dir.iterdir()) == []
 
 
 def test_duplicate_seq_is_refused(images: pathlib.Path, work_dir: pathlib.Path) -> None:
     one = ok_record(1, "a.png", images)
-    with pytest.raises(ValueError, match="seq"):
+    with pytest.raises(ArchiveError, match="seq"):
         build_zip(make_info(), [one, evolve(one, entry="b.png")], work_dir=work_dir)
     assert list(work_dir.iterdir()) == []
 
@@ -718,9 +722,9 @@ def test_symlinked_image_is_refused(
     record = ok_record(1, "a.png", images)
     link = tmp_path / "link.png"
     link.symlink_to(record.image_path or "")
-    with pytest.raises(ValueError, match="symlink"):
+    with pytest.raises(ArchiveError, match="symlink"):
         build_zip(make_info(), [evolve(record, image_path=link)], work_dir=work_dir)
-    with pytest.raises(ValueError, match="symlink"):
+    with pytest.raises(ArchiveError, match="symlink"):
         build_zip(make_info(), [evolve(record, thumb_path=link)], work_dir=work_dir)
     assert list(work_dir.iterdir()) == []
 
@@ -732,10 +736,79 @@ def test_non_regular_image_is_refused(
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)
     for path in (tmp_path, fifo):
-        with pytest.raises(ValueError, match="not a regular file"):
+        with pytest.raises(ArchiveError, match="not a regular file"):
             build_zip(make_info(), [evolve(record, image_path=path)], work_dir=work_dir)
-    with pytest.raises(ValueError, match="image_path"):
+    with pytest.raises(ArchiveError, match="image_path"):
         build_zip(make_info(), [evolve(record, image_path=None)], work_dir=work_dir)
+    assert list(work_dir.iterdir()) == []
+
+
+# Page URLs that want the archive's own names, at the root and below it.
+CLASHING_PATHS = [
+    "/",
+    "/index.html",
+    "/index.html/",
+    "/index.html/x",
+    "/INDEX.HTML/y/z",
+    "/_manifest.json",
+    "/_manifest.json/x",
+    "/_manifeſt.json/x",  # 'ſ' casefolds to 's'
+    "/_thumbs/000001.jpg",
+    "/_thumbs/",
+    "/_long/x",
+    "/_conflicts/x",
+    "/CONIN$",
+    "/conout$.txt/x",
+    "/a/index.html/b",
+]
+
+
+async def test_layout_names_never_clash_with_the_archive(
+    tmp_path: pathlib.Path, images: pathlib.Path, work_dir: pathlib.Path
+) -> None:
+    # issue 11 item 3: /index.html/x made build_zip raise after every page was captured.
+    layout = Layout("png")
+    records = []
+    for seq, path in enumerate(CLASHING_PATHS, start=1):
+        entry = layout.assign("https://example.com" + path)
+        records.append(evolve(ok_record(seq, entry, images), url="https://example.com" + path))
+    zs = build_zip(make_info(), records, work_dir=work_dir)
+    out = tmp_path / "a.zip"
+    await write_zip(zs, out)
+    with zipfile.ZipFile(out) as zf:
+        names = [info.filename.removeprefix(ROOT + "/") for info in zf.infolist()]
+        zf.extractall(tmp_path / "x")
+        manifest = json.loads(zf.read(f"{ROOT}/_manifest.json"))
+    entries = [row["entry"] for row in manifest["urls"]]
+    assert len(set(entries)) == len(CLASHING_PATHS)
+    assert set(entries) <= set(names)
+    assert sorted(names) == sorted(
+        [*entries, "_manifest.json", "index.html"]
+        + [f"_thumbs/{seq:06d}.jpg" for seq in range(1, len(CLASHING_PATHS) + 1)]
+    )
+    by_path = dict(zip(CLASHING_PATHS, entries, strict=True))
+    assert by_path["/index.html"] == "index.html.png"
+    for path in ("/index.html/", "/index.html/x", "/INDEX.HTML/y/z", "/_manifest.json/x"):
+        assert by_path[path].startswith("_conflicts/"), path
+    assert by_path["/_thumbs/000001.jpg"] == "__thumbs/000001.jpg.png"
+    assert by_path["/CONIN$"] == "_CONIN$.png"
+    assert by_path["/a/index.html/b"] == "a/index.html/b.png"  # no clash below the root
+    assert (tmp_path / "x" / ROOT / "index.html").read_text().startswith("<!doctype html>")
+
+
+@pytest.mark.parametrize(
+    "entry", ["index.html/x.png", "_manifest.json/x.png", "INDEX.HTML/x.png", "_thumbs/000001.jpg"]
+)
+def test_build_zip_refuses_archive_names_with_a_bulk_error(
+    images: pathlib.Path, work_dir: pathlib.Path, entry: str
+) -> None:
+    # The last line of defence (Layout never gives these): a coded BulkError, still a
+    # ValueError for older callers.
+    record = ok_record(1, entry, images)
+    with pytest.raises(BulkError) as info:
+        build_zip(make_info(), [record], work_dir=work_dir)
+    assert isinstance(info.value, ArchiveError) and isinstance(info.value, ValueError)
+    assert info.value.code == "ARCHIVE_ERROR"
     assert list(work_dir.iterdir()) == []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
+import json
 import multiprocessing
 import queue
 import random
@@ -31,17 +32,19 @@ import trio.testing
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
+from sqlite_utils import Database
 
 from bulk._exceptions import (
     EmailTaken,
     IdempotencyKeyReused,
     InsufficientCredits,
     InvalidAPIKey,
+    InvalidJobTransition,
     JobNotFound,
     KeyLimitReached,
     ValidationError,
 )
-from bulk._ledger import Claim, Ledger, NewJob, UrlResult
+from bulk._ledger import Claim, Ledger, NewJob, SecretBox, UrlResult, migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
@@ -304,14 +307,12 @@ async def test_simultaneous_first_opens_create_the_schema_once(tmp_path: Path) -
             assert await proc.wait() == 0
     for path in paths:
         with raw(path) as conn:
-            assert scalar(conn, "SELECT COUNT(*) FROM _sqlite_migrations") == 2
+            assert scalar(conn, "SELECT COUNT(*) FROM _sqlite_migrations") == len(
+                migrations.pending(Database(sqlite3.connect(":memory:")))
+            )
 
 
 async def test_a_database_from_before_lease_numbers_is_upgraded(db: Path) -> None:
-    from sqlite_utils import Database
-
-    from bulk._ledger import migrations
-
     conn = sqlite3.connect(db, isolation_level=None)
     migrations.apply(Database(conn), stop_before="m002_lease_fencing_and_strict_settlement")
     conn.execute(
@@ -554,14 +555,17 @@ async def test_terminal_states_are_terminal(db: Path, clock: FakeClock) -> None:
         job = await ledger.create_job(bulk_job(account.id, 2))
         await ledger.set_status(job.id, "processing")
         # completing with unfinished URLs would strand their reservations
-        with pytest.raises(ValueError, match="unfinished"):
+        with pytest.raises(InvalidJobTransition, match="unfinished"):
             await ledger.set_status(job.id, "completed")
-        with pytest.raises(ValueError, match="unfinished"):
+        with pytest.raises(InvalidJobTransition, match="unfinished"):
             await ledger.set_status(job.id, "failed")
         assert await ledger.fail_job(job.id, "X", "stop")
         for status in ("processing", "packaging", "completed", "pending"):
-            with pytest.raises(ValueError, match="cannot become"):
+            # Only the BulkError tree leaves the ledger (never a ValueError).
+            with pytest.raises(InvalidJobTransition, match="cannot become") as caught:
                 await ledger.set_status(job.id, status)  # type: ignore[arg-type]
+            assert caught.value.code == "INVALID_JOB_TRANSITION"
+            assert not isinstance(caught.value, ValueError)
         # with an expect= guard that does not match, it is a quiet no
         assert not await ledger.set_status(job.id, "processing", expect=("pending",))
         assert (await ledger.audit()).ok
@@ -750,10 +754,11 @@ async def test_finish_after_fail_job_changes_nothing(db: Path) -> None:
         done = await ledger.job(job.id)
         assert done.status == "failed" and done.error_code == "INTERNAL_ERROR"
         assert done.finished_at is not None
-        assert (done.used, done.refunded, done.reserved) == (1, 3, 4)
+        # A job that fails costs nothing: the URL it captured is given back too.
+        assert (done.used, done.refunded, done.reserved) == (0, 4, 4)
         assert [r.state for r in await ledger.urls(job.id)] == ["ok", "failed", "failed", "failed"]
-        assert events(db, job.id) == {"reserve": 4, "use": 1, "refund": 3}
-        assert await balance(ledger, account.id) == 3
+        assert events(db, job.id) == {"reserve": 4, "use": 1, "refund": 3, "reverse": 1}
+        assert await balance(ledger, account.id) == 4
         report = await ledger.audit()
         assert report.ok, report.problems
 
@@ -928,7 +933,7 @@ async def test_recover_requeues_dead_leases_only(db: Path, clock: FakeClock) -> 
         assert report.ok, report.problems
 
 
-async def test_a_job_that_cannot_resume_fails_with_every_unused_credit_refunded(
+async def test_a_job_that_cannot_resume_fails_with_every_credit_refunded(
     db: Path,
 ) -> None:
     async with Ledger.open(db) as dead:
@@ -943,16 +948,16 @@ async def test_a_job_that_cannot_resume_fails_with_every_unused_credit_refunded(
         assert await alive.fail_job(job.id, "CAPTURE_ERROR", "interrupted by a restart")
         done = await alive.job(job.id)
         assert done.status == "failed"
-        assert (done.reserved, done.used, done.refunded) == (5, 1, 4)
-        assert await balance(alive, account.id) == 9
+        assert (done.reserved, done.used, done.refunded) == (5, 0, 5)
+        assert await balance(alive, account.id) == 10
         report = await alive.audit()
         assert report.ok, report.problems
         (acct,) = report.accounts
         assert acct == {
             "account_id": account.id,
-            "balance": 9,
+            "balance": 10,
             "granted": 10,
-            "used": 1,
+            "used": 0,
             "outstanding": 0,
         }
 
@@ -995,7 +1000,7 @@ async def test_set_status_stamps_and_expects(db: Path, clock: FakeClock) -> None
         assert await ledger.set_status(job.id, "processing", expect=("pending", "processing"))
         assert (await ledger.job(job.id)).started_at == "2023-11-14T22:13:20.000Z"
         assert await ledger.set_status(job.id, None, webhook_state="0:0")
-        with pytest.raises(ValueError, match="account_id"):
+        with pytest.raises(ValidationError, match="account_id"):
             await ledger.set_status(job.id, None, account_id=2)
         row = await ledger.job(job.id)
         assert (row.status, row.webhook_state, row.account_id) == ("processing", "0:0", account.id)
@@ -1279,7 +1284,9 @@ async def test_raw_state_changes_move_credits_through_triggers(
         await ledger.set_status(job_id, "failed")
         report = await ledger.audit()
         assert report.ok, report.problems
-        assert (await ledger.account(account_id)).balance == 4
+        # Failing the job gave back seq 1's use as well.
+        assert (await ledger.account(account_id)).balance == 5
+    assert credit_trail(db, job_id, 1) == ["reserve", "use", "reverse"]
 
 
 async def test_raw_insert_of_a_url_row_reserves_and_cannot_overdraw(
@@ -1514,10 +1521,19 @@ class LedgerMachine(RuleBasedStateMachine):
             u.state in states for j in self.model.values() if j.account == account for u in j.urls
         )
 
+    def used(self, account: int) -> int:
+        # A failed job's ok URLs were given back: only the other jobs' count.
+        return sum(
+            u.state == "ok"
+            for j in self.model.values()
+            if j.account == account and j.status != "failed"
+            for u in j.urls
+        )
+
     def expected_balance(self, account: int) -> int:
         # grants - uses - outstanding reservations (a refund gives its credit back)
         outstanding = self.count(account, "queued", "leased")
-        return self.granted[account] - self.count(account, "ok") - outstanding
+        return self.granted[account] - self.used(account) - outstanding
 
     @rule(target=jobs, who=st.integers(0, 1), size=st.integers(1, 4))
     def create(self, who: int, size: int) -> Any:
@@ -1646,7 +1662,7 @@ class LedgerMachine(RuleBasedStateMachine):
             for entry in report.accounts:
                 account = entry["account_id"]
                 assert entry["granted"] == self.granted[account]
-                assert entry["used"] == self.count(account, "ok")
+                assert entry["used"] == self.used(account)
                 assert entry["outstanding"] == self.count(account, "queued", "leased")
                 assert entry["balance"] == self.expected_balance(account)
         finally:
@@ -1663,3 +1679,401 @@ LedgerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestLedgerMachine = LedgerMachine.TestCase
+
+
+# ---- a job that fails gives back every credit (schema m003) ------------------------------
+
+
+async def test_failing_a_job_after_its_captures_reverses_every_use(
+    db: Path, charged_job: tuple[int, str]
+) -> None:
+    # The packaging stage (or anything after capture) failing: seq 1 was used, seq 2
+    # refunded, seq 3 still queued. Failing the job gives all three back.
+    account_id, job_id = charged_job
+    async with Ledger.open(db) as ledger:
+        assert await balance(ledger, account_id) == 3
+        assert await ledger.fail_job(job_id, "INTERNAL_ERROR", "packaging failed")
+        done = await ledger.job(job_id)
+        assert (done.reserved, done.used, done.refunded) == (3, 0, 3)
+        assert await balance(ledger, account_id) == 5
+        report = await ledger.audit()
+        assert report.ok, report.problems
+        assert not await ledger.fail_job(job_id, "INTERNAL_ERROR", "again")
+    assert credit_trail(db, job_id, 1) == ["reserve", "use", "reverse"]
+    assert credit_trail(db, job_id, 3) == ["reserve", "refund"]
+
+
+async def test_a_reverse_needs_a_use_of_a_failed_job_and_happens_once(
+    db: Path, charged_job: tuple[int, str]
+) -> None:
+    account_id, job_id = charged_job
+    # The job is still running: nothing to give back.
+    with (
+        raw(db) as conn,
+        pytest.raises(sqlite3.IntegrityError, match="not used by a failed job"),
+    ):
+        insert_event(conn, account_id, job_id, 1, "reverse")
+    async with Ledger.open(db) as ledger:
+        assert await ledger.fail_job(job_id, "INTERNAL_ERROR", "x")
+    with raw(db) as conn:
+        before = scalar(conn, "SELECT balance FROM accounts WHERE id = ?", account_id)
+        # Once only; never for a refunded row or a row that was not used.
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            insert_event(conn, account_id, job_id, 1, "reverse")
+        for seq in (2, 3, 99):
+            with pytest.raises(sqlite3.IntegrityError, match="not used by a failed job"):
+                insert_event(conn, account_id, job_id, seq, "reverse")
+        # A URL of the failed job cannot succeed now, nor can a new one join it.
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "UPDATE job_urls SET state = 'ok' WHERE job_id = ? AND seq = 3", (job_id,)
+            )
+        with pytest.raises(sqlite3.IntegrityError, match="takes no new URL"):
+            conn.execute(
+                "INSERT INTO job_urls (job_id, seq, url) VALUES (?, 9, 'https://e.com/z')",
+                (job_id,),
+            )
+        assert scalar(conn, "SELECT balance FROM accounts WHERE id = ?", account_id) == before
+
+
+async def test_a_url_of_a_failed_job_cannot_succeed(db: Path) -> None:
+    async with Ledger.open(db) as ledger:
+        account, _ = await ledger.create_account(credits=2)
+        job = await ledger.create_job(bulk_job(account.id, 1))
+        assert await ledger.claim(job.id, lease_seconds=LEASE)
+    with raw(db) as conn:
+        # Failing the job but not its row (a hand-made update, the ledger never does
+        # this): the row's success afterwards would keep a use.
+        conn.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", (job.id,))
+        with pytest.raises(sqlite3.IntegrityError, match="failed job cannot succeed"):
+            conn.execute(
+                "UPDATE job_urls SET state = 'ok', file = 'f', sha256 = 's' WHERE job_id = ?",
+                (job.id,),
+            )
+
+
+async def test_audit_detects_a_failed_job_that_kept_its_credits(
+    db: Path, charged_job: tuple[int, str]
+) -> None:
+    _, job_id = charged_job
+    with raw(db) as conn:
+        conn.execute("DROP TRIGGER jobs_failed_reverse_uses")
+        conn.execute(
+            "UPDATE job_urls SET state = 'failed', error_code = 'X' WHERE job_id = ? AND seq = 3",
+            (job_id,),
+        )
+        conn.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", (job_id,))
+    async with Ledger.open(db) as ledger:
+        report = await ledger.audit()
+    assert not report.ok
+    assert any("failed but kept 1 credits" in p for p in report.problems)
+    assert any("disagree with credits" in p for p in report.problems)
+
+
+def _old_database(db: Path) -> None:
+    """A file as the released ledger (m001 + m002) left it: a failed job that kept a
+    used credit, ended jobs with webhook states, and cookies in clear in options."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    migrations.apply(Database(conn), stop_before="m003_failed_jobs_refund_every_credit")
+    secret_options = json.dumps(
+        {
+            "format": "png",
+            "cookies": [{"name": "session", "value": "old-cookie-value"}],
+            "headers": {"Authorization": "Bearer old-token-value"},
+        }
+    )
+    conn.executescript(
+        f"""
+        INSERT INTO accounts (id, balance, webhook_secret, created_at) VALUES (1, 0, 'w', 'n');
+        INSERT INTO credit_events (account_id, kind, amount, created_at)
+            VALUES (1, 'grant', 10, 'n');
+        INSERT INTO jobs (id, kind, account_id, site, status, created_at, options,
+                          webhook_url, webhook_state)
+        VALUES ('failed-job', 'bulk', 1, 's', 'processing', 'n', '{secret_options}',
+                'https://hooks.example/a', NULL),
+               ('done-job', 'bulk', 1, 's', 'processing', 'n', '{secret_options}',
+                'https://hooks.example/b', NULL),
+               ('running-job', 'bulk', 1, 's', 'processing', 'n', '{secret_options}', NULL,
+                NULL);
+        INSERT INTO job_urls (job_id, seq, url) VALUES ('failed-job', 1, 'u1'),
+            ('failed-job', 2, 'u2'), ('done-job', 1, 'u3'), ('running-job', 1, 'u4');
+        UPDATE job_urls SET state = 'ok', file = 'f', sha256 = 's'
+            WHERE job_id IN ('failed-job', 'done-job') AND seq = 1;
+        UPDATE job_urls SET state = 'failed', error_code = 'X'
+            WHERE job_id = 'failed-job' AND seq = 2;
+        UPDATE jobs SET status = 'failed', webhook_state = '2:1700000000'
+            WHERE id = 'failed-job';
+        UPDATE jobs SET status = 'completed', webhook_state = 'delivered' WHERE id = 'done-job';
+        """
+    )
+    assert scalar(conn, "SELECT balance FROM accounts") == 7
+    conn.close()
+
+
+async def test_a_released_database_is_upgraded_with_its_books_kept(db: Path) -> None:
+    _old_database(db)
+    async with Ledger.open(db) as ledger:
+        # The failed job's used credit comes back; the rest is as it was.
+        assert await balance(ledger, 1) == 8
+        failed_job = await ledger.job("failed-job")
+        assert (failed_job.reserved, failed_job.used, failed_job.refunded) == (2, 0, 2)
+        report = await ledger.audit()
+        assert report.ok, report.problems
+    with raw(db) as conn:
+        deliveries = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "SELECT job_id, state, attempts, due_at, event FROM deliveries ORDER BY job_id"
+            )
+        }
+        assert deliveries == {
+            "done-job": ("delivered", 0, 0.0, "bulk_job.completed"),
+            "failed-job": ("pending", 2, 1_700_000_000.0, "bulk_job.failed"),
+        }
+        options = dict(conn.execute("SELECT id, options FROM jobs"))
+    # Ended jobs lose their cleartext secrets; the running one keeps what it needs.
+    for job_id in ("failed-job", "done-job"):
+        assert "old-cookie-value" not in options[job_id]
+        assert "old-token-value" not in options[job_id]
+        assert json.loads(options[job_id])["headers"] == {"Authorization": "***"}
+    assert "old-cookie-value" in options["running-job"]
+
+
+# ---- secrets: sealed while a job runs, gone when it ends (m005) ---------------------------
+
+SECRET_OPTIONS: dict[str, Any] = {
+    "format": "png",
+    "cookies": [{"name": "session", "value": "cookie-value-1234567890", "domain": "e.com"}],
+    "headers": {"Authorization": "Bearer token-value-abcdefghij", "X-Trace": "trace-42-value"},
+}
+SECRET_VALUES = ("cookie-value-1234567890", "token-value-abcdefghij", "trace-42-value")
+
+
+def _assert_no_secret_in(blob: bytes) -> None:
+    for value in SECRET_VALUES:
+        assert value.encode() not in blob
+
+
+async def test_secrets_are_sealed_at_rest_and_dropped_when_the_job_ends(
+    db: Path, tmp_path: Path
+) -> None:
+    box = SecretBox.from_key_file(tmp_path / "keys" / "secrets.key")
+    assert (tmp_path / "keys" / "secrets.key").stat().st_mode & 0o777 == 0o600
+    async with Ledger.open(db, secrets=box) as ledger:
+        account, _ = await ledger.create_account(credits=5)
+        job = await ledger.create_job(bulk_job(account.id, 2, webhook_url=None))
+        secret_job = await ledger.create_job(
+            attrs.evolve(bulk_job(account.id, 2), options=SECRET_OPTIONS)
+        )
+        assert dict(secret_job.options) == SECRET_OPTIONS
+        assert dict((await ledger.job(secret_job.id)).options) == SECRET_OPTIONS
+        # While it runs: every byte SQLite wrote is free of the values...
+        _assert_no_secret_in(sqlite_bytes(db))
+        with raw(db) as conn:
+            stored, sealed = conn.execute(
+                "SELECT options, secrets FROM jobs WHERE id = ?", (secret_job.id,)
+            ).fetchone()
+        # ...while the names are there, masked, and the values sealed.
+        assert json.loads(stored)["headers"] == {"Authorization": "***", "X-Trace": "***"}
+        assert json.loads(stored)["cookies"][0] == {
+            "name": "session",
+            "value": "***",
+            "domain": "e.com",
+        }
+        assert sealed.startswith("v1.")
+        assert (await ledger.job(job.id)).options == {"format": "png", "width": 1280}
+    # A restart with the same key file still has them (a resumed job needs them).
+    again = SecretBox.from_key_file(tmp_path / "keys" / "secrets.key")
+    async with Ledger.open(db, secrets=again) as ledger:
+        resumed = await ledger.job(secret_job.id)
+        assert dict(resumed.options) == SECRET_OPTIONS and not resumed.secrets_unreadable
+        for claim in await ledger.claim(secret_job.id, limit=2, lease_seconds=LEASE):
+            await ledger.finish(claim, ok(claim.seq))
+        await ledger.set_status(secret_job.id, "processing")
+        await ledger.set_status(secret_job.id, "completed")
+        ended = await ledger.job(secret_job.id)
+        assert ended.options["headers"] == {"Authorization": "***", "X-Trace": "***"}
+        assert ended.options["cookies"][0]["value"] == "***"
+        assert (await ledger.audit()).ok
+    with raw(db) as conn:
+        assert scalar(conn, "SELECT secrets FROM jobs WHERE id = ?", secret_job.id) is None
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _assert_no_secret_in(sqlite_bytes(db))
+
+
+async def test_every_way_a_job_ends_drops_its_secrets(db: Path, clock: FakeClock) -> None:
+    async with Ledger.open(db, clock=clock) as ledger:
+        account, _ = await ledger.create_account(credits=10)
+
+        def new(n: int) -> NewJob:
+            return attrs.evolve(bulk_job(account.id, n), options=SECRET_OPTIONS)
+
+        failed_job = await ledger.create_job(new(2))
+        await ledger.fail_job(failed_job.id, "INTERNAL_ERROR", "x")
+        done = await ledger.create_job(new(1))
+        (claim,) = await ledger.claim(done.id, lease_seconds=LEASE)
+        await ledger.finish(claim, ok(1))
+        await ledger.set_status(done.id, "processing")
+        await ledger.set_status(done.id, "packaging")
+        await ledger.set_status(done.id, "completed", expires_at=clock() + 10)
+        running = await ledger.create_job(new(1))
+        with raw(db) as conn:
+            held = dict(conn.execute("SELECT id, secrets IS NOT NULL FROM jobs"))
+        assert held == {failed_job.id: 0, done.id: 0, running.id: 1}
+        # A hand-made update of an ended row cannot bring a secret back.
+        with raw(db) as conn:
+            conn.execute(
+                "UPDATE jobs SET options = ?, secrets = 'v1.x' WHERE id = ?",
+                (json.dumps(SECRET_OPTIONS), done.id),
+            )
+            row = conn.execute("SELECT options, secrets FROM jobs WHERE id = ?", (done.id,))
+            options, sealed = row.fetchone()
+        assert sealed is None and "cookie-value" not in options
+        clock.advance(11)
+        (expired,) = await ledger.expire_due()
+        assert expired.id == done.id
+        assert (await ledger.audit()).ok
+
+
+async def test_a_job_whose_secrets_cannot_be_opened_says_so(db: Path, tmp_path: Path) -> None:
+    async with Ledger.open(db) as ledger:  # a key for this process only
+        account, _ = await ledger.create_account(credits=5)
+        job = await ledger.create_job(attrs.evolve(bulk_job(account.id, 1), options=SECRET_OPTIONS))
+        assert not (await ledger.job(job.id)).secrets_unreadable
+    async with Ledger.open(db) as ledger:
+        lost = await ledger.job(job.id)
+        assert lost.secrets_unreadable
+        assert lost.options["cookies"][0]["value"] == "***"
+    # A value sealed for one job does not open as another's.
+    box = SecretBox.ephemeral()
+    token = box.seal("job-a", {"headers": {"A": "b"}})
+    assert box.open("job-a", token) == {"headers": {"A": "b"}}
+    assert box.open("job-b", token) is None
+    assert SecretBox.ephemeral().open("job-a", token) is None
+
+
+async def test_a_damaged_key_file_is_refused_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.key"
+    path.write_text("not a key\n")
+    with pytest.raises(ValidationError, match="does not hold a bulk key"):
+        SecretBox.from_key_file(path)
+    assert path.read_text() == "not a key\n"
+    path.unlink()
+    first = SecretBox.from_key_file(path)
+    path.chmod(0o644)
+    second = SecretBox.from_key_file(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert second.open("j", first.seal("j", {"cookies": []})) == {"cookies": []}
+
+
+# ---- the webhook delivery queue (m004) ---------------------------------------------------
+
+
+async def _ended_job_with_webhook(ledger: Ledger, status: str = "completed") -> str:
+    account, _ = await ledger.create_account(credits=5)
+    job = await ledger.create_job(bulk_job(account.id, 1, webhook_url="https://hooks.example/x"))
+    if status == "failed":
+        await ledger.fail_job(job.id, "INTERNAL_ERROR", "x")
+    else:
+        (claim,) = await ledger.claim(job.id, lease_seconds=LEASE)
+        await ledger.finish(claim, ok(1))
+        await ledger.set_status(job.id, "processing")
+        await ledger.set_status(job.id, "completed")
+    return job.id
+
+
+async def test_an_ended_job_enqueues_one_delivery(db: Path, clock: FakeClock) -> None:
+    async with Ledger.open(db, clock=clock) as ledger:
+        account, _ = await ledger.create_account(credits=5)
+        running = await ledger.create_job(
+            bulk_job(account.id, 1, webhook_url="https://hooks.example/r")
+        )
+        done = await _ended_job_with_webhook(ledger)
+        failed_id = await _ended_job_with_webhook(ledger, "failed")
+        no_hook = await ledger.create_job(bulk_job(account.id, 1))
+        await ledger.fail_job(no_hook.id, "X", "x")
+        due = await ledger.due_deliveries(limit=10)
+        assert [(d.job_id, d.event, d.attempts) for d in due] == [
+            (done, "bulk_job.completed", 0),
+            (failed_id, "bulk_job.failed", 0),
+        ]
+        assert await ledger.due_deliveries(limit=10, exclude=[due[0].id]) == [due[1]]
+        assert await ledger.due_deliveries(limit=1) == [due[0]]
+        # The job that runs on has none; expiring a completed job adds none.
+        with raw(db) as conn:
+            assert scalar(conn, "SELECT COUNT(*) FROM deliveries WHERE job_id = ?", running.id) == 0
+        assert (await ledger.audit()).ok
+
+
+async def test_a_delivery_is_retried_then_final(db: Path, clock: FakeClock) -> None:
+    async with Ledger.open(db, clock=clock) as ledger:
+        job_id = await _ended_job_with_webhook(ledger)
+        (d,) = await ledger.due_deliveries(limit=5)
+        assert await ledger.start_delivery(d.id, max_attempts=2) == 1
+        assert await ledger.end_delivery(d.id, delivered=False, error="HTTP_500", retry_at=T0 + 30)
+        assert await ledger.due_deliveries(limit=5) == []
+        assert await ledger.next_delivery_due() == T0 + 30
+        assert (await ledger.job(job_id)).webhook_state == "1:1700000030"
+        clock.advance(30)
+        (d,) = await ledger.due_deliveries(limit=5)
+        assert d.attempts == 1
+        assert await ledger.start_delivery(d.id, max_attempts=2) == 2
+        assert await ledger.end_delivery(d.id, delivered=False, error="ConnectError")
+        assert not await ledger.end_delivery(d.id, delivered=True)
+        assert await ledger.next_delivery_due() is None
+        assert (await ledger.job(job_id)).webhook_state == "failed"
+    with raw(db) as conn:
+        row = conn.execute("SELECT state, attempts, last_error FROM deliveries").fetchone()
+        assert row == ("failed", 2, "ConnectError")
+        for sql in (
+            "UPDATE deliveries SET state = 'pending', finished_at = NULL",
+            "UPDATE deliveries SET attempts = 0",
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match=r"final|only count up"):
+                conn.execute(sql)
+        with pytest.raises(sqlite3.IntegrityError, match="kept for the audit"):
+            conn.execute("DELETE FROM deliveries")
+
+
+async def test_a_delivery_that_kills_its_sender_ends_failed(db: Path, clock: FakeClock) -> None:
+    # Each start counts an attempt before the send: a process that dies while
+    # sending leaves it counted, so after max_attempts restarts the delivery fails
+    # instead of taking the service down again.
+    async with Ledger.open(db, clock=clock) as ledger:
+        await _ended_job_with_webhook(ledger)
+        (d,) = await ledger.due_deliveries(limit=5)
+        for attempt in (1, 2, 3):
+            assert await ledger.start_delivery(d.id, max_attempts=3) == attempt
+        assert await ledger.start_delivery(d.id, max_attempts=3) is None
+        assert await ledger.due_deliveries(limit=5) == []
+    with raw(db) as conn:
+        row = conn.execute("SELECT state, attempts, last_error FROM deliveries").fetchone()
+    assert row == ("failed", 3, "INTERRUPTED")
+
+
+async def test_the_schema_guards_the_delivery_queue(db: Path, clock: FakeClock) -> None:
+    async with Ledger.open(db, clock=clock) as ledger:
+        job_id = await _ended_job_with_webhook(ledger)
+        account, _ = await ledger.create_account(credits=5)
+        running = await ledger.create_job(
+            bulk_job(account.id, 1, webhook_url="https://hooks.example/r")
+        )
+    with raw(db) as conn:
+        insert = (
+            "INSERT INTO deliveries (job_id, url, event, created_at) "
+            "VALUES (?, ?, 'bulk_job.completed', 'n')"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute(insert, (job_id, "https://hooks.example/x"))
+        for target, url in [(running.id, "https://hooks.example/r"), (job_id, "https://x.test/")]:
+            with pytest.raises(sqlite3.IntegrityError, match="ended job"):
+                conn.execute(insert, (target, url))
+        with pytest.raises(sqlite3.IntegrityError, match="fixed"):
+            conn.execute("UPDATE deliveries SET url = 'https://elsewhere.test/'")
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute("UPDATE deliveries SET state = 'failed', finished_at = 'n'")
+        conn.execute("DROP TRIGGER deliveries_no_delete")
+        conn.execute("DELETE FROM deliveries")
+    async with Ledger.open(db, clock=clock) as ledger:
+        report = await ledger.audit()
+    assert any("ended without a webhook delivery" in p for p in report.problems)

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import re
 import unicodedata
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +15,33 @@ from hypothesis import strategies as st
 from bulk._exceptions import InvalidURL, ResumeMismatch, ValidationError
 from bulk._paths import Layout, entry_name, is_safe_entry, root_folder
 from bulk._urls import parse_http_url
+
+# The archive's own entries at the root: files, then folders.
+ARCHIVE_FILES = {"_manifest.json", "index.html"}
+ARCHIVE_FOLDERS = {"_thumbs", "_long", "_conflicts"}
+_DEVICE_KEYS = {
+    *("con", "prn", "aux", "nul", "conin$", "conout$", "clock$"),
+    *(f"{device}{digit}" for device in ("com", "lpt") for digit in "0123456789¹²³"),
+}
+
+
+def _opens_a_device(component: str) -> bool:
+    """Whether Windows would open a device for this file or folder name."""
+    return key(component.split(".", 1)[0].rstrip(" ")) in _DEVICE_KEYS
+
+
+def _clashes_with_the_archive(name: str) -> bool:
+    """Whether a page entry equals, or sits under, one of the archive's own entries."""
+    parts = key(name).split("/")
+    if parts[0] in ARCHIVE_FILES:
+        return True  # the file itself, or a folder of the same name
+    if parts[0] == "_thumbs":
+        return True
+    # The layout's own folders hold only its hash-named fallbacks.
+    return parts[0] in {"_long", "_conflicts"} and not re.fullmatch(
+        r"[0-9a-f]{16}(~[0-9a-f]{8}(-\d+)?)?\.(png|jpg|webp)", "/".join(parts[1:])
+    )
+
 
 SITE = "https://example.com"
 
@@ -249,6 +277,13 @@ def test_empty_segments(path: str, expected: str) -> None:
         ("/con/x", "_con/x.png"),
         ("/a/AUX/", "a/_AUX/index.png"),
         ("/con?x=1", f"_con@{sha('x=1', 8)}.png"),
+        ("/CONIN$", "_CONIN$.png"),
+        ("/conin$", "_conin$.png"),
+        ("/CONOUT$.txt", "_CONOUT$.txt.png"),
+        ("/Clock$", "_Clock$.png"),
+        ("/clock$/x", "_clock$/x.png"),
+        ("/conin%24", "_conin$.png"),  # the same name, escaped
+        ("/a/CONOUT$%20.log/", "a/_CONOUT$ .log/index.png"),
         # Not reserved.
         ("/console", "console.png"),
         ("/com10", "com10.png"),
@@ -257,10 +292,44 @@ def test_empty_segments(path: str, expected: str) -> None:
         ("/con.", "con%2E.png"),
         ("/%20con", " con.png"),
         ("/com4x.txt", "com4x.txt.png"),
+        ("/conin", "conin.png"),
+        ("/conin$$", "conin$$.png"),
+        ("/clock", "clock.png"),
+        ("/$con", "$con.png"),
     ],
 )
 def test_windows_reserved_names(path: str, expected: str) -> None:
     assert name_of(path) == expected
+
+
+# Every name Windows reserves (Win32 device names, incl. the superscript-digit ports).
+WINDOWS_DEVICES = [
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"{device}{digit}" for device in ("COM", "LPT") for digit in "0123456789¹²³"),
+    "CONIN$",
+    "CONOUT$",
+    "CLOCK$",
+]
+
+
+def _spellings(name: str) -> list[str]:
+    return sorted({name, name.lower(), name.capitalize(), name.swapcase()[:1] + name[1:].lower()})
+
+
+@pytest.mark.parametrize("device", WINDOWS_DEVICES)
+@pytest.mark.parametrize("tail", ["", ".txt", ".tar.gz", " .log", ".", "/", "/x"])
+def test_every_windows_device_name_is_escaped(device: str, tail: str) -> None:
+    for spelling in _spellings(device):
+        raw = quote(spelling + tail, safe="/$")
+        name = name_of("/" + raw)
+        # Whatever follows, no component of the entry opens a device on Windows.
+        assert all(not _opens_a_device(part) for part in name.split("/")), (raw, name)
+        # Escaped with a "_" prefix, except "CON." whose escaped dot ("CON%2E")
+        # already makes it an ordinary name.
+        assert name.startswith("_" + spelling) or tail == ".", (raw, name)
 
 
 @pytest.mark.parametrize(
@@ -293,6 +362,53 @@ def test_reserved_root_files_never_assigned() -> None:
             name = name_of(path, extension)
             assert key(name) not in {"_manifest.json", "index.html"}
         assert key(layout.assign(SITE + path)) not in {"_manifest.json", "index.html"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/index.html/",
+        "/index.html/x",
+        "/INDEX.HTML/x/y",
+        "/index.html/index.html",
+        "/_manifest.json/",
+        "/_manifest.json/x",
+        "/_MANIFEST.JSON/x",
+        "/_manife%C5%BFt.json/x",  # 'ſ' casefolds to 's'
+        "/index%2Ehtml/x",
+        "/index.html/?q=1",
+    ],
+)
+def test_a_folder_named_like_a_root_file_goes_to_conflicts(path: str) -> None:
+    # issue 11 item 3: the page would need the archive's own _manifest.json or
+    # index.html to be a directory too.
+    expected = f"_conflicts/{url_hex(SITE + path, 16)}.png"
+    assert name_of(path) == expected
+    layout = Layout("png")
+    layout.assign(SITE + "/index.html")
+    assert layout.assign(SITE + path) == expected
+
+
+def test_root_file_names_are_free_below_the_root() -> None:
+    for path in ("/a/index.html/x", "/a/_manifest.json/", "/a/_thumbs/1.jpg"):
+        assert not name_of(path).startswith(("_", "index.html")), path
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "index.html/x.png",
+        "_manifest.json/index.png",
+        "INDEX.HTML/a/b.png",
+        "_thumbs/000001.png",
+        "_THUMBS/x.png",
+    ],
+)
+def test_restore_refuses_archive_own_names(entry: str) -> None:
+    layout = Layout("png")
+    with pytest.raises(ResumeMismatch):
+        layout.restore(SITE + "/x", entry)
+    assert len(layout) == 0
 
 
 # --- Query strings --------------------------------------------------------------
@@ -673,6 +789,15 @@ _TOKENS = st.sampled_from(
     [
         "/",
         "/",
+        "index.html",
+        "INDEX.HTML/",
+        "_manifest.json",
+        "_thumbs",
+        "_conflicts/",
+        "_long",
+        "CONIN$",
+        "clock$.x",
+        "conout%24",
         ".",
         "..",
         "%",
@@ -759,7 +884,8 @@ def test_entry_name_is_total_and_safe(url: str, extension: str) -> None:
     assert is_safe_entry(name), name
     assert name.endswith("." + extension)
     assert len(name.encode()) <= 1024
-    assert key(name) not in {"_manifest.json", "index.html"}
+    assert not _clashes_with_the_archive(name), name
+    assert not any(_opens_a_device(part) for part in name.split("/")), name
     assert entry_name(url, extension) == name
     assert Layout(extension).assign(url) == name  # the first URL keeps the plain name
 
@@ -779,6 +905,9 @@ def test_layout_properties(urls: list[str]) -> None:
     # No entry is a directory of another.
     directories = {k[:i] for k in keys for i, char in enumerate(k) if char == "/"}
     assert directories.isdisjoint(keys)
+    # No entry is, or sits under, one of the archive's own names; none opens a device.
+    assert not any(_clashes_with_the_archive(name) for name in names)
+    assert not any(_opens_a_device(part) for name in names for part in name.split("/"))
     # Idempotent: the same URL (in any spelling) keeps its name.
     for url, name in pairs:
         assert layout.assign(url) == name

@@ -8,6 +8,7 @@ resolved for real, from /etc/hosts). Servers are bound to 127.0.0.1 and a "canar
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,16 +20,22 @@ import httpcore
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bulk._exceptions import FetchError, InvalidURL, URLBlocked, ValidationError
+from bulk._exceptions import BulkError, FetchError, InvalidURL, URLBlocked, ValidationError
+from bulk._fetch import open_fetcher
 from bulk._policy import (
     EgressPolicy,
     IPAddress,
     PolicyNetworkBackend,
     _reaches_this_host,
     is_public_address,
+    policy_client,
     policy_transport,
 )
+from bulk._proxy import EgressProxy, _BadRequest, _split_authority, open_egress_proxy
+from bulk._urls import ParsedURL, parse_http_url
 
 # -- a fake resolver -------------------------------------------------------------------
 
@@ -182,13 +189,6 @@ BLOCKED = [
     "http://ｌｏｃａｌｈｏｓｔ/",
     "http://localhost.localdomain/",
     "http://router.home.arpa/",
-    # userinfo
-    "http://user@example.com/",
-    "http://user:pass@example.com/",
-    "http://a:@example.com/",
-    "http://example.com@127.0.0.1/",
-    "http://example.com:80@127.0.0.1/",
-    "https://93.184.216.34@10.0.0.1/",
     # port 0
     "http://example.com:0/",
     # names whose addresses are not public
@@ -219,10 +219,43 @@ INVALID = [
     "http://127.0.0.1%00.example.com/",
     "http://",
     "",
+    # userinfo: invalid input, whatever the host
+    "http://user@example.com/",
+    "http://user:pass@example.com/",
+    "http://a:@example.com/",
+    "http://example.com@127.0.0.1/",
+    "http://example.com:80@127.0.0.1/",
+    "https://93.184.216.34@10.0.0.1/",
+    # single-label and empty hosts: the resolver's search domains would decide
+    "http://intranet/",
+    "http://INTRANET./",
+    "http:///etc/passwd",  # WHATWG: host "etc"
+    "http:etc/passwd",
+    "https://com/",
+    "http://nxdomain/",
+    "http://xn--ls8h/",
+    # names no resolver can look up
+    "http://a..example.com/",
+    "http://.example.com/",
+    "http://example.com../",
+    "http://" + "a" * 64 + ".example.com/",
+    "http://" + "a." * 127 + "com/",  # 257 characters
+    "http://a!b.example.com/",
+    "http://a*b.example.com/",
+    'http://a"b.example.com/',
+    "http://a{b}.example.com/",
+    "http://a$b.example.com/",
 ]
 
 PUBLIC = [
     "https://example.com/",
+    "https://xn--ls8h.la/",  # a registered name httpx's IDNA codec refuses
+    "https://💩.la/",
+    "http://xn--zz.com/",
+    "http://XN--A.com/",
+    "http://_dmarc.example.com/",
+    "http://a-.example.com./",
+    "http://" + "a" * 63 + ".example.com/",
     "http://example.com:8080/path?q=1#frag",
     "https://EXAMPLE.com./",
     "http://v6.example/",
@@ -258,14 +291,15 @@ async def test_invalid(url: str) -> None:
 
 @pytest.mark.parametrize("url", PUBLIC)
 async def test_public_passes(url: str) -> None:
-    addresses = await check_and_resolve(EgressPolicy(resolver=FakeResolver()), url)
+    resolver = FakeResolver(default=["93.184.216.34"])
+    addresses = await check_and_resolve(EgressPolicy(resolver=resolver), url)
     assert addresses
     assert all(is_public_address(a) for a in addresses)
 
 
 @pytest.mark.parametrize(
     "url",
-    [u for u in BLOCKED if "@" not in u and ":0/" not in u],
+    [u for u in BLOCKED if ":0/" not in u and "localhost.." not in u],
 )
 async def test_allow_private_opens_addresses_and_names(url: str) -> None:
     # localhost, metadata.google.internal...: answered like the real thing would, but
@@ -288,18 +322,41 @@ def _reaches_this_machine(url: str) -> bool:
     return any(_reaches_this_host(a) for a in addresses)
 
 
-@pytest.mark.parametrize(
-    "url", ["http://user@127.0.0.1/", "http://example.com@127.0.0.1/", "http://127.0.0.1:0/"]
-)
-def test_allow_private_still_refuses_userinfo_and_port_zero(url: str) -> None:
+def test_allow_private_still_refuses_port_zero() -> None:
     with pytest.raises(URLBlocked):
-        EgressPolicy(allow_private=True).check_url(url)
+        EgressPolicy(allow_private=True).check_url("http://127.0.0.1:0/")
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "http://x/" + "a" * 2100])
-def test_allow_private_still_refuses_schemes_and_length(url: str) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "http://x.y/" + "a" * 2100,
+        "http://user@127.0.0.1/",
+        "http://example.com@127.0.0.1/",
+        # single-label names other than the local ones bulk knows stay invalid
+        "http://intranet/",
+        "http:///etc/passwd",
+        # so do names no resolver can look up, local or not
+        "http://localhost../",
+        "http://a..localhost/",
+    ],
+)
+async def test_allow_private_still_refuses_invalid_input(url: str) -> None:
+    resolver = FakeResolver(default=["127.0.0.1"])
+    policy = EgressPolicy(allow_private=True, resolver=resolver)
     with pytest.raises(InvalidURL):
-        EgressPolicy(allow_private=True).check_url(url)
+        policy.check_url(url)
+    try:
+        parsed = parse_http_url(url)
+    except InvalidURL:
+        return
+    if parsed.has_userinfo:
+        return  # a URL property; the host alone is fine
+    # The connection path judges the host the same way (httpx hands it over bare).
+    with pytest.raises(InvalidURL):
+        await policy.resolve(parsed.hostname, parsed.port)
+    assert resolver.calls == []
 
 
 def test_check_url_returns_the_canonical_form() -> None:
@@ -552,14 +609,24 @@ def test_public_addresses(address: str) -> None:
 
 @attrs.define
 class Server:
-    """A loopback TCP server answering every connection with one fixed response."""
+    """A loopback TCP server answering every connection with one fixed response.
+
+    ``requests`` holds the ``Host`` header of each request, in order.
+    """
 
     port: int = 0
     connections: int = 0
+    requests: list[str] = attrs.field(factory=list)
 
 
 async def _serve_fixed(
-    nursery: trio.Nursery, host: str, port: int = 0, body: bytes = b"hello"
+    nursery: trio.Nursery,
+    host: str,
+    port: int = 0,
+    body: bytes = b"hello",
+    *,
+    status: bytes = b"200 OK",
+    headers: bytes = b"",
 ) -> Server:
     server = Server()
 
@@ -573,9 +640,11 @@ async def _serve_fixed(
                     if not chunk:
                         return
                     data += chunk
+            found = re.search(rb"(?im)^host:[ \t]*([^\r\n]*)", data)
+            server.requests.append(found.group(1).decode() if found else "")
             await stream.send_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (len(body), body)
+                b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n%s"
+                % (status, len(body), headers, body)
             )
 
     listeners = await nursery.start(partial(trio.serve_tcp, handle, port, host=host))
@@ -782,6 +851,269 @@ async def test_backend_resolution_timeout() -> None:
     backend = PolicyNetworkBackend(EgressPolicy(resolver=slow))
     with trio.fail_after(2), pytest.raises(httpcore.ConnectTimeout):
         await backend.connect_tcp("slow.example", 80, timeout=0.05)
+
+
+# -- single-label names ------------------------------------------------------------------
+
+
+async def test_single_label_name_needs_an_allow_entry_naming_it() -> None:
+    resolver = FakeResolver(default=["10.1.2.3"])
+    policy = EgressPolicy(allow=("Intranet",), resolver=resolver)
+    assert await check_and_resolve(policy, "http://intranet/")
+    assert await check_and_resolve(policy, "http://INTRANET.:8080/x")
+    assert resolver.calls == ["intranet", "intranet."]
+    for url in ("http://wiki/", "http:///etc/passwd"):
+        with pytest.raises(InvalidURL):
+            policy.check_url(url)
+    # A network entry opens addresses, not names: "wiki" still goes nowhere.
+    with pytest.raises(InvalidURL):
+        EgressPolicy(allow=("10.0.0.0/8",), allow_private=True).check_url("http://wiki/")
+    assert resolver.calls == ["intranet", "intranet."]
+
+
+def test_local_names_keep_their_code() -> None:
+    # A local-only name is a policy refusal, single label or not; --allow-private
+    # opens it as before.
+    for url in ("http://localhost/", "http://metadata/", "http://ip6-localhost./"):
+        with pytest.raises(URLBlocked):
+            EgressPolicy().check_url(url)
+        assert EgressPolicy(allow_private=True).check_url(url)
+
+
+# -- one parser: what the policy accepts is what httpx and the proxy use -----------------
+
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_LDH_LABELS = st.text(alphabet=_LOWER + _LOWER.upper() + "0123456789-_", max_size=12)
+# ASCII that WHATWG lets into a host but no resolver takes, and '%' escapes.
+_ODD_ASCII = st.text(alphabet="!$&'()*+,;=~\"{}`%", min_size=1, max_size=2)
+_UNICODE_LABELS = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=6
+)
+_PUNYCODE_ANY = st.builds(
+    lambda head, tail: head + tail,
+    st.sampled_from(["xn--", "XN--", "xn--a", "xn--ls8h", "xn--zz", "xn--a-"]),
+    st.text(alphabet=_LOWER + "0123456789-", max_size=8),
+)
+
+
+def _ada_label(text: str) -> str:
+    """``text`` as ada spells it in a host (a valid punycode label for IDNs)."""
+    try:
+        return parse_http_url(f"http://{text}.com/").hostname.split(".")[0] or "a"
+    except InvalidURL:
+        return "xn--a"
+
+
+_LABELS = st.one_of(
+    _LDH_LABELS,
+    _UNICODE_LABELS,
+    _PUNYCODE_ANY,
+    st.builds(_ada_label, _UNICODE_LABELS),  # valid punycode
+    st.builds(lambda n: "a" * n, st.integers(min_value=60, max_value=70)),
+    st.builds(lambda a, b, c: a + b + c, _LDH_LABELS, _ODD_ASCII, _LDH_LABELS),
+)
+_NAMES = st.builds(
+    lambda labels, separator, tail: separator.join(labels) + tail,
+    st.lists(_LABELS, min_size=1, max_size=5),
+    st.sampled_from([".", ".", ".", "\u3002", "\uff0e"]),
+    st.sampled_from(["", "", ".", ".."]),
+)
+_IPV4_FORMS = st.builds(
+    lambda ip, form: form(ip),
+    st.ip_addresses(v=4),
+    st.sampled_from(
+        [
+            str,
+            lambda ip: str(int(ip)),
+            lambda ip: hex(int(ip)),
+            lambda ip: ".".join(f"0{int(part):o}" for part in str(ip).split(".")),
+            lambda ip: str(ip) + ".",
+        ]
+    ),
+)
+_IPV6_FORMS = st.builds(
+    lambda ip, mapped: f"[::ffff:{ip.ipv4_mapped or '1.2.3.4'}]" if mapped else f"[{ip}]",
+    st.ip_addresses(v=6),
+    st.booleans(),
+)
+_HOSTS = st.one_of(_NAMES, _NAMES, _NAMES, _IPV4_FORMS, _IPV6_FORMS, st.text(max_size=6))
+_GENERATED_URLS = st.builds(
+    lambda scheme, host, port, rest: f"{scheme}://{host}{port}{rest}",
+    st.sampled_from(["http", "https", "HTTPS"]),
+    _HOSTS,
+    st.sampled_from(["", ":8080", ":443", ":80"]),
+    st.sampled_from(["/", "", "/a b/%zz?q='1'#frag", "/\u00e9?\u00e9"]),
+)
+_TLS_CLIENT = ssl.create_default_context()
+_PUBLIC_ANSWER = FakeResolver(default=["93.184.216.34"])
+_POLICIES = (
+    EgressPolicy(resolver=_PUBLIC_ANSWER),
+    EgressPolicy(allow_private=True, resolver=_PUBLIC_ANSWER),
+)
+
+
+async def _through_policy_client(policy: EgressPolicy, url: str, parsed: ParsedURL) -> None:
+    """Send ``url`` through ``policy_client`` (no network: a mock transport)."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"Set-Cookie": "a=b; Path=/"})
+
+    async with policy_client(policy, timeout=5, transport=httpx.MockTransport(answer)) as client:
+        await client.get(url)
+        await client.post(url, content=b"{}")  # with the cookie the first answer set
+    assert [str(r.url) for r in seen] == [parsed.without_fragment()] * 2
+    assert [r.headers["host"] for r in seen] == [parsed.authority] * 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(_GENERATED_URLS)
+def test_every_url_the_policy_accepts_builds_an_httpx_request(url: str) -> None:
+    for policy in _POLICIES:
+        try:
+            parsed = policy.check_url(url)
+        except BulkError as exc:
+            # Refused: always one of the policy's own codes, before any I/O.
+            assert exc.code in {"INVALID_URL", "URL_BLOCKED"}, exc
+            continue
+        target = parsed.without_fragment()
+        # httpx takes ada's form byte for byte: no re-encoding, no IDNA decoding.
+        request = httpx.Request("GET", target, headers={"Host": parsed.authority})
+        assert str(request.url) == target
+        raw_host = request.url.raw_host.decode("ascii")
+        assert raw_host == parsed.hostname
+        # The client: build, send, cookies.
+        trio.run(_through_policy_client, policy, url, parsed)
+        # The connection: httpcore hands the policy backend the raw host; it is
+        # judged like check_url did (never InvalidURL there).
+        assert trio.run(policy.resolve, raw_host, parsed.port)
+        if parsed.scheme == "https":
+            # TLS: Python's ssl encodes the server name with its IDNA codec.
+            _TLS_CLIENT.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname=raw_host)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_HOSTS, st.sampled_from([443, 8080]))
+def test_the_proxy_reads_authorities_by_the_same_rule(host: str, port: int) -> None:
+    # Chromium sends the proxy the host in WHATWG form ("CONNECT xn--ls8h.la:443");
+    # the proxy parses the authority and the policy judges it exactly like the URL.
+    policy = EgressPolicy(allow_private=True)
+    try:
+        parsed = policy.check_url(f"https://{host}:{port}/")
+    except BulkError:
+        parsed = None
+    if parsed is not None:
+        assert _split_authority(f"{parsed.host}:{port}") == (parsed.host, port)
+        # The authority alone (a generated host may carry "/?#": what follows it is
+        # path and query, not host).
+        again = policy.check_url(f"https://{parsed.host}:{port}/")
+        assert (again.hostname, again.port) == (parsed.hostname, parsed.port)
+    try:
+        proxy_host, proxy_port = _split_authority(f"{host}:{port}")
+    except _BadRequest:
+        return  # not an authority at all: 400 before the policy is asked
+    try:
+        by_proxy = policy.check_url(f"https://{proxy_host}:{proxy_port}/")
+    except BulkError:
+        by_proxy = None
+    if parsed is None:
+        assert by_proxy is None
+    else:
+        assert by_proxy is not None and by_proxy.hostname == parsed.hostname
+
+
+async def test_idn_host_httpx_refuses_is_fetched_by_its_ascii_name(
+    servers: tuple[Server, Server],
+) -> None:
+    # issue 11 item 1: httpx.Request("GET", "https://xn--ls8h.la/") raises
+    # idna.IDNAError (not an httpx error); the policy client sends ada's form.
+    server, _canary = servers
+    names = ["xn--ls8h.la", "xn--zz.com", "xn--a.com"]
+    resolver = FakeResolver(zone={name: ["127.0.0.1"] for name in names})
+    policy = EgressPolicy(allow=("127.0.0.1/32",), resolver=resolver)
+    async with policy_client(policy, timeout=5) as client:
+        for url in ("http://💩.la:{p}/", "http://XN--ZZ.com:{p}/", "http://xn--a.com:{p}/x"):
+            response = await client.get(url.format(p=server.port))
+            assert response.text == "hello"
+    assert resolver.calls == names
+    assert server.requests[-3:] == [
+        f"xn--ls8h.la:{server.port}",
+        f"xn--zz.com:{server.port}",
+        f"xn--a.com:{server.port}",
+    ]
+
+
+async def test_fetcher_follows_a_redirect_to_an_idn_host(
+    servers: tuple[Server, Server], nursery: trio.Nursery
+) -> None:
+    server, _canary = servers
+    redirect = await _serve_fixed(
+        nursery,
+        "127.0.0.1",
+        status=b"302 Found",
+        headers=b"Location: http://\xf0\x9f\x92\xa9.la:%d/sitemap.xml\r\n" % server.port,
+    )
+    # From one name httpx's IDNA codec refuses to another: httpx's own redirect
+    # bookkeeping would decode both hosts (and raise idna.IDNAError) even when not
+    # following.
+    resolver = FakeResolver(zone={"xn--ls8h.la": ["127.0.0.1"], "xn--zz.com": ["127.0.0.1"]})
+    policy = EgressPolicy(allow=("127.0.0.1/32",), resolver=resolver)
+    async with (
+        open_fetcher(policy) as fetcher,
+        fetcher.get(f"http://xn--zz.com:{redirect.port}/") as response,
+    ):
+        assert response.url == f"http://xn--ls8h.la:{server.port}/sitemap.xml"
+        assert response.redirect_chain == (f"http://xn--zz.com:{redirect.port}/",)
+        assert await response.read(100) == b"hello"
+    assert redirect.requests == [f"xn--zz.com:{redirect.port}"]
+    assert server.requests[-1] == f"xn--ls8h.la:{server.port}"
+    async with policy_client(policy, timeout=5) as client:
+        response = await client.get(f"http://xn--zz.com:{redirect.port}/")
+        assert response.status_code == 302 and response.next_request is None
+        with pytest.raises(ValueError, match="redirects"):
+            await client.get(f"http://xn--zz.com:{redirect.port}/", follow_redirects=True)
+
+
+async def _proxy_exchange(proxy: EgressProxy, head: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    async with stream:
+        await stream.send_all(head)
+        return await _read_all(stream)
+
+
+async def test_the_proxy_connects_idn_hosts_and_refuses_invalid_ones(
+    servers: tuple[Server, Server],
+) -> None:
+    server, _canary = servers
+    resolver = FakeResolver(zone={"xn--ls8h.la": ["127.0.0.1"], "intranet": ["127.0.0.1"]})
+    policy = EgressPolicy(allow=("127.0.0.1/32",), resolver=resolver)
+    port = server.port
+    async with open_egress_proxy(policy, require_auth=False) as proxy:
+        answer = await _proxy_exchange(
+            proxy, b"GET http://xn--ls8h.la:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % port
+        )
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
+        # What Chromium sends for https://💩.la:PORT/: a tunnel to the checked host.
+        answer = await _proxy_exchange(
+            proxy,
+            b"CONNECT xn--ls8h.la:%d HTTP/1.1\r\nHost: xn--ls8h.la:%d\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: xn--ls8h.la\r\n\r\n" % (port, port),
+        )
+        assert answer.startswith(b"HTTP/1.1 200 Connection Established") and answer.endswith(
+            b"hello"
+        )
+        for head in (
+            b"CONNECT intranet:%d HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET http://intranet:%d/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"CONNECT a..b.com:%d HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET http://user@xn--ls8h.la:%d/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            answer = await _proxy_exchange(proxy, head % port)
+            assert answer.startswith(b"HTTP/1.1 400"), (head, answer)
+            assert b"\r\nX-Bulk-Error: INVALID_URL\r\n" in answer, (head, answer)
+    assert resolver.calls == ["xn--ls8h.la", "xn--ls8h.la"]
+    assert server.connections == 2
 
 
 # -- helpers -----------------------------------------------------------------------------

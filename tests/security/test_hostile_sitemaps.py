@@ -299,9 +299,17 @@ def test_thousand_child_fan_out_and_deep_nesting() -> None:
         )
     routes["/deep40.xml"] = Route(body=URLSET)
     with SiteServer(routes=routes) as server:
+        # The default budget (--max-pages 100): 100 documents, the index one of them.
+        fan = _discover(server, "/fan.xml")
+        assert fan.code == 0, fan.stderr
+        assert len(fan.stdout.split()) == 99
+        assert "warning: --max-sitemaps 100 was reached" in fan.stderr
+        assert len([r for r in server.requests if r.path.startswith("/c")]) == 99
+        # A larger --max-pages allows more documents: all 1000 here.
+        del server.requests[:]
         fan = _discover(server, "/fan.xml", "--max-pages", "100000")
         assert fan.code == 0, fan.stderr
-        assert len(fan.stdout.split()) == 999  # the index itself is one of 1000 documents
+        assert len(fan.stdout.split()) == 1000
         assert fan.seconds < 60 and fan.peak_rss_mb < RSS_LIMIT_MB
         deep = _discover(server, "/deep0.xml")
         _one_line(deep, "NO_URLS_FOUND")

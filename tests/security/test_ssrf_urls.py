@@ -7,16 +7,21 @@ the connection would land on the canary and be counted.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
-from bulk._policy import EgressPolicy
+from bulk import BrowserPool, CaptureOptions, PoolConfig
+from bulk._policy import EgressPolicy, IPAddress
 from tests.conftest import run_cli
 from tests.security.kit import Canary, canary
 from tests.servicekit import Service, new_key
+from tests.sitekit import Route, SiteServer
 
 pytestmark = pytest.mark.browser
 
@@ -90,12 +95,24 @@ FORMS: list[tuple[str, str]] = [
     ("http://instance-data/latest/", "URL_BLOCKED"),
     ("http://service.internal:{p}/", "URL_BLOCKED"),
     ("http://router.home.arpa:{p}/", "URL_BLOCKED"),
-    # userinfo tricks
-    ("http://user@127.0.0.1:{p}/", "URL_BLOCKED"),
-    ("http://example.com@127.0.0.1:{p}/", "URL_BLOCKED"),
-    ("http://user:pass@example.com/", "URL_BLOCKED"),
+    # userinfo tricks: invalid input, whatever the host
+    ("http://user@127.0.0.1:{p}/", "INVALID_URL"),
+    ("http://example.com@127.0.0.1:{p}/", "INVALID_URL"),
+    ("http://user:pass@example.com/", "INVALID_URL"),
+    ("http://a:@canary.example:{p}/", "INVALID_URL"),
     ("http://127.0.0.1:{p}\\@example.com/", "URL_BLOCKED"),  # backslash is a slash
     ("http://example.com#@127.0.0.1:{p}/", "URL_BLOCKED"),  # a fragment, host is example.com?
+    # single-label and empty hosts: refused before any DNS query
+    ("http:///etc/passwd", "INVALID_URL"),  # WHATWG: host "etc"
+    ("http:///127.0.0.1:{p}/", "URL_BLOCKED"),  # the empty host is skipped: 127.0.0.1
+    ("http://intranet:{p}/", "INVALID_URL"),
+    ("http://{hostname}:{p}/", "INVALID_URL"),  # this machine's name (/etc/hosts)
+    ("http://{hostname}.:{p}/", "INVALID_URL"),
+    ("https://com/", "INVALID_URL"),
+    # names no resolver can look up
+    ("http://a..b.example:{p}/", "INVALID_URL"),
+    ("http://" + "a" * 64 + ".example:{p}/", "INVALID_URL"),
+    ("http://a!b.example:{p}/", "INVALID_URL"),
     # scheme confusion
     ("http:127.0.0.1:{p}/", "URL_BLOCKED"),
     ("http:/127.0.0.1:{p}/", "URL_BLOCKED"),
@@ -123,8 +140,17 @@ FORMS: list[tuple[str, str]] = [
 _NETWORK = {"http://example.com#@127.0.0.1:{p}/"}
 
 
+# This machine's own name, cut to one label: /etc/hosts usually maps it to a local
+# address, so a policy that looked it up would aim at the canary.
+_SHORT_HOSTNAME = socket.gethostname().split(".")[0]
+
+
+def _fill(form: str, c: Canary) -> str:
+    return form.replace("{p}", str(c.port)).replace("{hostname}", _SHORT_HOSTNAME)
+
+
 def _forms(c: Canary) -> list[tuple[str, str]]:
-    return [(f.replace("{p}", str(c.port)), code) for f, code in FORMS]
+    return [(_fill(f, c), code) for f, code in FORMS]
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +165,7 @@ def test_there_are_enough_forms() -> None:
 
 @pytest.mark.parametrize(("form", "code"), FORMS, ids=range(len(FORMS)))
 def test_cli_refuses(the_canary: Canary, form: str, code: str, tmp_path: Path) -> None:
-    url = form.replace("{p}", str(the_canary.port))
+    url = _fill(form, the_canary)
     for args in (["shot", url, "-o", tmp_path / "x.png"], ["discover", url]):
         result = run_cli(*args)
         lines = result.stderr.strip().splitlines()
@@ -168,7 +194,7 @@ async def test_api_refuses_every_form(service: Service, the_canary: Canary) -> N
     key = await new_key(service.db, credits=5)
     async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
         for form, code in _forms(the_canary):
-            if form in {f.replace("{p}", str(the_canary.port)) for f in _NETWORK}:
+            if form in {_fill(f, the_canary) for f in _NETWORK}:
                 continue
             for method, path, body in (
                 ("POST", "/screenshot", {"url": form}),
@@ -187,4 +213,53 @@ async def test_api_refuses_every_form(service: Service, the_canary: Canary) -> N
             assert r.status_code == 400 and r.json()["error"]["code"] == code, (form, r.text)
         account = (await client.get(service.api("/account"), headers={"X-API-Key": key})).json()
     assert account["data"]["credits"] == 5  # nothing charged
+    assert the_canary.hits == 0, the_canary
+
+
+async def test_chromium_sends_the_proxy_the_host_the_policy_checked(
+    chromium: str, the_canary: Canary
+) -> None:
+    # issue 11 item 1: the policy, httpx and Chromium use one form of a URL. A page
+    # on a name httpx's IDNA codec refuses loads through the egress proxy; what
+    # Chromium asks the proxy for is the host the policy checked; a sub-resource on a
+    # single-label or unresolvable name is refused before any lookup. Names resolve
+    # through a fake resolver (no DNS here): the IDNs to the loopback site, anything
+    # else to the canary, which must see nothing.
+    calls: list[str] = []
+    zone = {"xn--ls8h.la", "xn--zz.com"}
+
+    async def resolve(host: str, port: int) -> list[IPAddress]:
+        calls.append(host)
+        await trio.lowlevel.checkpoint()
+        return [ipaddress.ip_address("127.0.0.1" if host in zone else "127.0.0.2")]
+
+    with SiteServer() as site:
+        port, canary_port = site.port, the_canary.port
+        site.routes["/"] = Route(
+            body=(
+                "<!doctype html><body style='margin:0;background:#0f0'>"
+                f"<img src='http://xn--zz.com:{port}/img.png'>"
+                f"<img src='http://intranet:{canary_port}/x.png'>"
+                f"<img src='http://a..b.example:{canary_port}/y.png'>"
+                f"<img src='http://user@xn--zz.com:{port}/z.png'>"
+                "</body>"
+            )
+        )
+        site.routes["/img.png"] = Route(body=b"", content_type="image/png")
+        policy = EgressPolicy(allow=("127.0.0.1/32",), resolver=resolve)
+        url = policy.check_url(f"http://\U0001f4a9.la:{port}/").href
+        assert url == f"http://xn--ls8h.la:{port}/"
+        config = PoolConfig(executable=chromium, concurrency=1)
+        async with BrowserPool.open(config, policy) as pool:
+            shot = await pool.capture(url, CaptureOptions(width=320, height=240, timeout=30_000))
+        requests = list(site.requests)
+    assert shot.final_url == url
+    hosts = {(r.headers["host"], r.path) for r in requests}
+    assert (f"xn--ls8h.la:{port}", "/") in hosts
+    assert (f"xn--zz.com:{port}", "/img.png") in hosts
+    assert {r.path for r in requests} <= {"/", "/img.png", "/z.png", "/favicon.ico"}
+    # intranet and a..b.example are refused before any lookup. (Chromium's own
+    # background requests, e.g. update.googleapis.com, pass the same policy: here the
+    # fake resolver answers with the canary's address, which the policy refuses.)
+    assert zone <= set(calls) and not {"intranet", "a..b.example"} & set(calls), calls
     assert the_canary.hits == 0, the_canary

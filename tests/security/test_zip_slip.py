@@ -42,6 +42,18 @@ HOSTILE_PATHS = [
     "/_manifest.json",
     "/index.html",
     "/_thumbs/000001.jpg",
+    # folders named like the archive's own files (issue 11 item 3: build_zip raised
+    # after every page was captured)
+    "/index.html/",
+    "/index.html/x",
+    "/INDEX.HTML/y",
+    "/_manifest.json/x",
+    "/_conflicts/x",
+    "/_long/x",
+    # Windows console and clock devices (issue 11 item 4)
+    "/CONIN$",
+    "/conout$.txt",
+    "/Clock$/x",
     "/x" + "/deep" * 40,
     "/" + "long" * 200,
     "/q?a=1&b=../../../etc",
@@ -111,6 +123,11 @@ def test_zip_slip_paths(tmp_path: Path, hostile_site: SiteServer) -> None:
     names = {i.filename[len(root) + 1 :] for i in infos}
     images = {n for n in names if n.endswith(".png") and not n.startswith("_thumbs/")}
     assert set(ok) == images  # a bijection between ok rows and images
+    entry_of = {r["url"].split("/", 3)[3]: r["entry"] for r in rows}
+    for path in ("index.html/", "index.html/x", "INDEX.HTML/y", "_manifest.json/x"):
+        assert entry_of[path].startswith("_conflicts/"), (path, entry_of[path])
+    for path in ("CONIN$", "conout$.txt", "Clock$/x"):
+        assert entry_of[path].startswith("_"), (path, entry_of[path])
 
     extractors = [("zipfile", None)]
     for tool, cmd in (("unzip", ["unzip", "-q"]), ("bsdtar", ["bsdtar", "-xf"])):

@@ -1,0 +1,43 @@
+"""The capture engine: a bounded, crash-proof pool of Chromium pages behind a trio API.
+
+This package is the only part of bulk that imports ``asyncio`` or ``playwright``.
+Playwright's async API runs on one asyncio loop on a dedicated thread; everything
+else in bulk sees the trio-native ``BrowserPool`` / ``CaptureSession``:
+
+    async with BrowserPool.open(config, policy) as pool:
+        async with pool.session(options, site_url) as session:   # one context per job
+            shot = await session.capture(url)                     # -> Screenshot
+
+One concept per module (each docstring says why it is shaped as it is):
+
+- ``_pool``: ``BrowserPool`` and ``CaptureSession``, the trio side: slots, deadlines,
+  relaunch and retry.
+- ``_bridge``: ``AsyncioThread``, the trio <-> asyncio bridge.
+- ``_engine``: the Playwright engine on the loop thread: browser, contexts, pages.
+- ``_steps``: one capture: navigate, settle, clean up, shoot; ``Screenshot``.
+- ``_pages``: a job's context state and its pages (reuse, blanking, closing).
+- ``_source``: ``BrowserSource``, where a browser comes from; ``LocalLaunch``.
+- ``_hygiene``: process groups, priorities and capabilities of the capture side.
+- ``_errors``: Playwright's errors as bulk's typed capture errors.
+- ``_scripts`` and ``js/``: the in-page scripts, as ``.js`` files.
+- ``_config``: ``PoolConfig`` and the fixed cleanup time limits.
+"""
+
+from __future__ import annotations
+
+from ._bridge import AsyncioThread
+from ._config import PoolConfig, default_concurrency
+from ._pool import BrowserPool, CaptureSession
+from ._source import BrowserSource, LocalLaunch
+from ._steps import Screenshot
+
+__all__ = [
+    "AsyncioThread",
+    "BrowserPool",
+    "BrowserSource",
+    "CaptureSession",
+    "LocalLaunch",
+    "PoolConfig",
+    "Screenshot",
+    "default_concurrency",
+]
