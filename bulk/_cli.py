@@ -148,7 +148,10 @@ def _pool_config(concurrency: int | None, settings: Settings, nice: int = 0) -> 
     except BulkError as exc:
         _fail(exc)
     return PoolConfig(
-        executable=executable, concurrency=concurrency or default_concurrency(), nice=nice
+        executable=executable,
+        concurrency=concurrency or default_concurrency(),
+        nice=nice,
+        sandbox=settings.sandbox,
     )
 
 

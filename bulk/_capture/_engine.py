@@ -46,7 +46,13 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from .._exceptions import BrowserCrashed, CaptureError, CaptureTimeout, URLBlocked
+from .._exceptions import (
+    BrowserCrashed,
+    CaptureError,
+    CaptureTimeout,
+    PageTooLarge,
+    URLBlocked,
+)
 from .._proxy import EgressProxy
 from . import _scripts as js
 from ._config import CLEANUP_TIMEOUT, CLOSE_TIMEOUT, PoolConfig
@@ -337,6 +343,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         generation = self.generation
+        memory = self.source.memory_mark()
         slot: PageSlot | None = None
         keep = False
         try:
@@ -358,10 +365,14 @@ class Engine:
             error = map_error(exc)
             # A refused download or a failed navigation leaves a working page.
             keep = not isinstance(error, BrowserCrashed)
+            if not keep and self.source.killed_for_memory(memory):
+                raise _too_large() from None
             raise error from None
         except PageCrashed:
             if await self._browser_lost(generation, None):
                 raise BrowserGone(generation) from None
+            if self.source.killed_for_memory(memory):
+                raise _too_large() from None
             raise BrowserCrashed("the page's renderer crashed (out of memory?)") from None
         except (CaptureTimeout, BrowserCrashed):
             raise
@@ -405,3 +416,8 @@ class Engine:
         if gone.done() and not gone.cancelled():
             raise PlaywrightError("Browser has been closed (disconnected)")
         return task.result()
+
+
+def _too_large() -> PageTooLarge:
+    # The kernel killed the renderer at its memory cgroup's limit (_memory.py).
+    return PageTooLarge("the page used more memory than a page may (BULK_RENDERER_MEMORY_MB)")
