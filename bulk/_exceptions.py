@@ -51,7 +51,11 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── InvalidJobTransition          INVALID_JOB_TRANSITION
     ├── LockHeld                      LOCKED             (another process holds the lock)
     ├── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
-    └── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
+    ├── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
+    ├── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
+    ├── ScheduleNotFound              SCHEDULE_NOT_FOUND
+    ├── RunNotFound                   RUN_NOT_FOUND
+    └── ChangesNotReady               CHANGES_NOT_READY  (a run with no change report yet)
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ __all__ = [
     "BulkError",
     "CaptureError",
     "CaptureTimeout",
+    "ChangesNotReady",
     "DiscoveryError",
     "DownloadExpired",
     "DownloadRefused",
@@ -79,6 +84,7 @@ __all__ = [
     "InsufficientCredits",
     "Interrupted",
     "InvalidAPIKey",
+    "InvalidArchive",
     "InvalidJobTransition",
     "InvalidSitemap",
     "InvalidURL",
@@ -96,6 +102,8 @@ __all__ = [
     "RateLimitExceeded",
     "ResponseTooLarge",
     "ResumeMismatch",
+    "RunNotFound",
+    "ScheduleNotFound",
     "SecretsUnavailable",
     "SelectorNotFound",
     "URLBlocked",
@@ -474,3 +482,35 @@ class ArchiveError(BulkError, ValueError):
     api_status = 500
     description = "The ZIP could not be made (an internal error; the job's credits are refunded)"
 
+
+
+class InvalidArchive(BulkError):
+    """``bulk diff`` (or ``--compare-with``) was given a file that is not a readable
+    bulk ZIP: not a ZIP, no ``_manifest.json`` of bulk's schema, a listed image that
+    is missing, over a size limit or cannot be decoded."""
+
+    code = "INVALID_ARCHIVE"
+    api_status = 400
+    description = "The file is not a readable bulk archive (ZIP with a bulk _manifest.json)"
+
+
+class ScheduleNotFound(BulkError):
+    code = "SCHEDULE_NOT_FOUND"
+    api_status = 404
+    description = "No such schedule for this API key"
+
+
+class RunNotFound(BulkError):
+    code = "RUN_NOT_FOUND"
+    api_status = 404
+    description = "No such run of this schedule"
+
+
+class ChangesNotReady(BulkError):
+    """A run's change report does not exist (yet): the run is still going, it was the
+    schedule's first (nothing to compare with), it failed or was skipped, or the
+    report's files expired."""
+
+    code = "CHANGES_NOT_READY"
+    api_status = 409
+    description = "The run has no change report (still running, first run, failed or skipped)"
