@@ -46,14 +46,16 @@ EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_PARTIAL: Final = 3
 EXIT_INTERRUPTED: Final = 4
+EXIT_CHANGED: Final = 5
 EXIT_CODES: Final = {
     EXIT_OK: "OK",
     EXIT_ERROR: "ERROR",
     EXIT_USAGE: "USAGE",
     EXIT_PARTIAL: "PARTIAL",
     EXIT_INTERRUPTED: "INTERRUPTED",
+    EXIT_CHANGED: "CHANGED",
 }
-_USAGE_CODES: Final = {"VALIDATION_ERROR", "INVALID_URL", "RESUME_MISMATCH"}
+_USAGE_CODES: Final = {"VALIDATION_ERROR", "INVALID_URL", "RESUME_MISMATCH", "INVALID_ARCHIVE"}
 MAX_PAGES_CLI: Final = 10_000_000
 MAX_SITEMAPS_CLI: Final = 1_000_000
 # URLs `bulk discover` lets discovery run ahead of printing.
@@ -374,7 +376,7 @@ def archive(
     """
     settings = _settings()
     if previous is not None:
-        _check_archive(previous)
+        _check_archive(previous, out)
     options = _capture_options(values)
     policy = _policy(allow_private, allow, settings)
     config = _pool_config(concurrency, settings)
@@ -440,10 +442,13 @@ def archive(
     raise _Exit(EXIT_PARTIAL if job.failed else EXIT_OK)
 
 
-def _check_archive(path: Path) -> None:
-    """Fail now (before any capture) when ``path`` is not a readable bulk ZIP."""
+def _check_archive(path: Path, out: Path) -> None:
+    """Fail now (before any capture) when ``path`` is not a readable bulk ZIP, or is
+    OUT itself (the new archive would replace it before the comparison)."""
     from ._diff import open_snapshot
 
+    if path.resolve() == out.resolve():
+        _fail(ValidationError("--compare-with must name another file than -o OUT"))
     try:
         with open_snapshot(path):
             pass
@@ -492,6 +497,12 @@ def _share(share: float) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option(
+    "--exit-code",
+    "exit_code",
+    is_flag=True,
+    help=f"Exit {EXIT_CHANGED} when a page was added, removed or changed (0 when none was).",
+)
+@click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
     default=0.1,
@@ -511,6 +522,7 @@ def diff_cmd(
     new: Path,
     out: Path | None,
     as_json: bool,
+    exit_code: bool,
     threshold: float,
     min_change: float | None,
 ) -> None:
@@ -520,6 +532,8 @@ def diff_cmd(
     never decoded. stdout: one line per changed/added/removed page, or with --json one
     object {"added", "removed", "changed": [{"url", "changed_pixels", "share", "boxes",
     "diff_entry"}...], "unchanged", "failed", ...}; a summary line goes to stderr.
+    Exit 0 when compared, 5 with --exit-code when something changed, 2 when a file is
+    not a bulk archive (INVALID_ARCHIVE) or the report cannot be written.
     """
     from ._diff import DEFAULT_MIN_CHANGE, DiffOptions, compare_archives, files_dir_for
     from ._diff import write_report as write_diff_report
@@ -536,6 +550,9 @@ def diff_cmd(
             write_diff_report(result, out)
     except BulkError as exc:
         _fail(exc)
+    except OSError as exc:
+        # Where the report goes is the one thing here that can be unwritable: -o.
+        _fail(ValidationError(f"the report cannot be written: {exc}", field="output"))
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     else:
@@ -553,6 +570,8 @@ def diff_cmd(
         f"({result.decoded} pairs decoded){target}",
         err=True,
     )
+    if exit_code and (result.added or result.removed or result.changed):
+        raise _Exit(EXIT_CHANGED)
 
 
 @cli.command(name="discover")

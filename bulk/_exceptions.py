@@ -52,10 +52,7 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── LockHeld                      LOCKED             (another process holds the lock)
     ├── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
     ├── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
-    ├── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
-    ├── ScheduleNotFound              SCHEDULE_NOT_FOUND
-    ├── RunNotFound                   RUN_NOT_FOUND
-    └── ChangesNotReady               CHANGES_NOT_READY  (a run with no change report yet)
+    └── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
 """
 
 from __future__ import annotations
@@ -72,7 +69,6 @@ __all__ = [
     "BulkError",
     "CaptureError",
     "CaptureTimeout",
-    "ChangesNotReady",
     "DiscoveryError",
     "DownloadExpired",
     "DownloadRefused",
@@ -102,8 +98,6 @@ __all__ = [
     "RateLimitExceeded",
     "ResponseTooLarge",
     "ResumeMismatch",
-    "RunNotFound",
-    "ScheduleNotFound",
     "SecretsUnavailable",
     "SelectorNotFound",
     "URLBlocked",
@@ -483,7 +477,6 @@ class ArchiveError(BulkError, ValueError):
     description = "The ZIP could not be made (an internal error; the job's credits are refunded)"
 
 
-
 class InvalidArchive(BulkError):
     """``bulk diff`` (or ``--compare-with``) was given a file that is not a readable
     bulk ZIP: not a ZIP, no ``_manifest.json`` of bulk's schema, a listed image that
@@ -492,25 +485,3 @@ class InvalidArchive(BulkError):
     code = "INVALID_ARCHIVE"
     api_status = 400
     description = "The file is not a readable bulk archive (ZIP with a bulk _manifest.json)"
-
-
-class ScheduleNotFound(BulkError):
-    code = "SCHEDULE_NOT_FOUND"
-    api_status = 404
-    description = "No such schedule for this API key"
-
-
-class RunNotFound(BulkError):
-    code = "RUN_NOT_FOUND"
-    api_status = 404
-    description = "No such run of this schedule"
-
-
-class ChangesNotReady(BulkError):
-    """A run's change report does not exist (yet): the run is still going, it was the
-    schedule's first (nothing to compare with), it failed or was skipped, or the
-    report's files expired."""
-
-    code = "CHANGES_NOT_READY"
-    api_status = 409
-    description = "The run has no change report (still running, first run, failed or skipped)"

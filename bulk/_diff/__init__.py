@@ -5,7 +5,7 @@
     _compare    pages matched by URL: added, removed, failed, changed, unchanged
     _report     the offline HTML report (before / after / diff / slider, no script)
 
-``bulk diff``, ``bulk archive --compare-with`` and scheduled runs all call
+``bulk diff`` and ``bulk archive --compare-with`` both call
 ``compare_archives`` and ``write_report``.
 """
 
@@ -21,7 +21,7 @@ from ._compare import (
     files_dir_for,
 )
 from ._pixels import DEFAULT_THRESHOLD, Box, PixelDiff, compare_images, decode, diff_png
-from ._report import inline_src, report_html, write_report
+from ._report import report_html, write_report
 from ._snapshot import Snapshot, open_snapshot
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "decode",
     "diff_png",
     "files_dir_for",
-    "inline_src",
     "open_snapshot",
     "report_html",
     "write_report",

@@ -19,7 +19,7 @@ import concurrent.futures
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -144,22 +144,6 @@ class PageChange:
             "height_change": self.height_change,
         }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PageChange:
-        """The inverse of ``to_json`` (a stored summary read back)."""
-        return cls(
-            url=data["url"],
-            seq=int(data.get("seq", 0)),
-            changed_pixels=int(data["changed_pixels"]),
-            share=float(data["share"]),
-            boxes=tuple(Box(**b) for b in data["boxes"]),
-            old_size=(int(data["old"]["width"]), int(data["old"]["height"])),
-            new_size=(int(data["new"]["width"]), int(data["new"]["height"])),
-            diff_entry=data.get("diff_entry"),
-            before_entry=data.get("before_entry"),
-            after_entry=data.get("after_entry"),
-        )
-
 
 @final
 @attrs.frozen(kw_only=True)
@@ -213,20 +197,6 @@ class ArchiveDiff:
             "threshold": self.options.threshold,
             "min_change": self.options.min_change,
         }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ArchiveDiff:
-        """The inverse of ``to_json`` (a stored summary read back)."""
-        return cls(
-            old=SideInfo(**data["old"]),
-            new=SideInfo(**data["new"]),
-            added=tuple(data["added"]),
-            removed=tuple(data["removed"]),
-            failed=tuple(data.get("failed", ())),
-            changed=tuple(PageChange.from_json(c) for c in data["changed"]),
-            unchanged=int(data["unchanged"]),
-            options=DiffOptions(threshold=data["threshold"], min_change=data["min_change"]),
-        )
 
 
 def files_dir_for(report: Path) -> Path:

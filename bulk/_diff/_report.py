@@ -6,14 +6,12 @@
 
 The views are radio buttons and CSS (``:checked ~``); the slider is a box the reader
 drags wider (CSS ``resize``) over the new screenshot to uncover the old one. A
-Content-Security-Policy forbids scripts. Images are either files beside the report
-(``<stem>_files/``, what ``bulk diff -o`` writes) or inlined as ``data:`` URIs (what
-the service answers, so the page stands alone); ``src`` decides.
+Content-Security-Policy forbids scripts. Images are files beside the report
+(``<stem>_files/``, what ``bulk diff -o`` writes); ``src`` maps an entry to its URL.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import os
 from collections.abc import Callable, Iterator
@@ -25,11 +23,10 @@ from urllib.parse import quote
 from .._archive import _link_or_text, _text
 from ._compare import ArchiveDiff, PageChange
 
-__all__ = ["inline_src", "report_html", "write_report"]
+__all__ = ["report_html", "write_report"]
 
 _CSP: Final = "script-src 'none'; object-src 'none'; base-uri 'none'"
 _CSS: Final = resources.files("bulk._diff").joinpath("report.css").read_text(encoding="utf-8")
-_MIME: Final = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 _VIEWS: Final = (("diff", "Diff"), ("before", "Before"), ("after", "After"), ("slider", "Slider"))
 
 
@@ -43,18 +40,6 @@ def write_report(diff: ArchiveDiff, out: Path) -> None:
 
 def _relative(entry: str) -> str:
     return quote(entry, safe="/")
-
-
-def inline_src(folder: Path) -> Callable[[str], str]:
-    """An image source that inlines each image of ``folder`` (the report's parent)
-    as a ``data:`` URI: the page then needs nothing beside it."""
-
-    def src(entry: str) -> str:
-        data = (folder / entry).read_bytes()
-        mime = _MIME.get(entry.rpartition(".")[2], "application/octet-stream")
-        return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-    return src
 
 
 def report_html(diff: ArchiveDiff, src: Callable[[str], str]) -> str:
