@@ -350,7 +350,7 @@ def cli(verbose: bool) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="An earlier archive of the site: once OUT is written, say what changed (stderr) "
-    "and write the report beside OUT (OUT's name + .changes.html).",
+    "and write the report beside OUT (site.zip -> site.changes.html).",
 )
 @_network_options
 @_apply(capture_option_decorators())
@@ -372,7 +372,7 @@ def archive(
 
     Writes OUT.partial and renames it to OUT only when complete; a summary goes to
     stderr and a JSON summary to stdout. With --compare-with, the changes since that
-    archive follow (see ``bulk diff``).
+    archive follow (as 'bulk diff' finds them; "changes" in the JSON).
     """
     settings = _settings()
     if previous is not None:
