@@ -26,6 +26,7 @@ from bulk._diff import (
     decode,
     diff_png,
     open_snapshot,
+    report_html,
 )
 from bulk._diff._pixels import PINK, RED
 from bulk._exceptions import InvalidArchive, ValidationError
@@ -346,6 +347,35 @@ def test_a_listed_image_that_is_missing(tmp_path: Path) -> None:
         compare_archives(old, new)
 
 
+def test_the_report_escapes_what_the_archives_say(tmp_path: Path) -> None:
+    hostile = 'https://e.com/"><script>alert(1)</script>'
+    old = _make_zip(tmp_path / "old.zip", {
+        hostile: ("a.png", _png("red")),
+        "javascript:alert(2)": ("b.png", _png("red")),
+    })  # fmt: skip
+    new = _make_zip(tmp_path / "new.zip", {
+        hostile: ("a.png", _png("blue")),
+        "https://e.com/<img src=x onerror=alert(3)>": ("c.png", _png("red")),
+    })  # fmt: skip
+    diff = compare_archives(old, new, files=tmp_path / "r_files")
+    document = report_html(diff, lambda entry: entry)
+    assert "<script>" not in document and "<img src=x" not in document
+    assert 'href="javascript:' not in document
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in document
+    assert "script-src 'none'" in document  # and nothing could run anyway
+
+
+def test_diff_report_into_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
+    old = _make_zip(tmp_path / "old.zip", {"https://e.com/": ("a.png", _png("red"))})
+    new = _make_zip(tmp_path / "new.zip", {"https://e.com/": ("a.png", _png("blue"))})
+    out = tmp_path / "no" / "such" / "folder" / "r.html"
+    (tmp_path / "no").write_text("a file, not a folder")
+    result = run_bulk("diff", old, new, "-o", out)
+    assert result.code == 2, result.stderr
+    assert result.stderr.startswith("VALIDATION_ERROR: the report cannot be written")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 # ---- real archives of a local site ---------------------------------------------------
 
 
@@ -483,6 +513,29 @@ def test_report_in_chromium(two_runs: dict[str, Any], chromium: str) -> None:
             assert first.locator(".view.slider .reveal img").is_visible()
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+def test_a_comparison_that_fails_leaves_the_archive_written(
+    two_runs: dict[str, Any], tmp_path: Path
+) -> None:
+    # The previous archive passes the first check (its manifest is fine) but one of its
+    # images cannot be decoded: the new archive is still written, with a warning.
+    site = two_runs["site"]
+    broken = _make_zip(tmp_path / "broken.zip", {site.url("/"): ("index.png", b"not a png")})
+    out = tmp_path / "out.zip"
+    result = run_bulk(
+        "archive", site.origin, "--allow-private", "-q", "-o", out, "--compare-with", broken
+    )
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["ok"] == 6 and summary["changes"] is None
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"warning: the comparison with {broken} failed: INVALID_ARCHIVE: "
+    )
+    with zipfile.ZipFile(out) as zf:
+        assert zf.testzip() is None
+    assert not (tmp_path / "out.changes.html").exists()
 
 
 def test_compare_with_refuses_a_bad_previous_before_capturing(tmp_path: Path) -> None:
