@@ -296,9 +296,15 @@ def test_pages_are_matched_by_url(tmp_path: Path) -> None:
     assert change.diff_entry == "files/000001-diff.png"
     assert (tmp_path / "files/000001-before.png").read_bytes() == _png("red")
     assert (tmp_path / "files/000001-after.png").read_bytes() == _png("black")
-    # Below --min-change, the same page is unchanged.
-    quiet = compare_archives(old, new, options=DiffOptions(min_change=0.5))
+    # Below --min-change, the same page is unchanged. A report written again into the
+    # same folder drops the images of the earlier one, and only those.
+    (tmp_path / "files/notes.txt").write_text("mine")
+    (tmp_path / "files/1234567-diff.png").write_bytes(b"an earlier report's")
+    quiet = compare_archives(
+        old, new, options=DiffOptions(min_change=0.5), files=tmp_path / "files"
+    )
     assert (quiet.changed, quiet.unchanged) == ((), 3)
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == ["notes.txt"]
 
 
 NO_ENTRY = {

@@ -44,7 +44,7 @@ __all__ = [
 #: several hundred), so a small edit counts and a stray pixel does not.
 DEFAULT_MIN_CHANGE: Final = 0.00001
 _IMAGE_EXT: Final = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
-_OUR_FILES: Final = re.compile(r"[0-9]{6}-(?:before|after|diff)\.(?:png|jpg|webp|img)")
+_OUR_FILES: Final = re.compile(r"[0-9]{6,}-(?:before|after|diff)\.(?:png|jpg|webp|img)")
 
 
 def _unit(name: str) -> Any:
