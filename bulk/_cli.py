@@ -514,8 +514,8 @@ def _share(share: float) -> str:
     "--min-change",
     type=click.FloatRange(0, 1),
     default=None,
-    show_default="0.00001",
-    help="Per page: the share of pixels (0..1) that must change for the page to count.",
+    help="Per page: the share of pixels (0..1) that must change for the page to count  "
+    "[default: 0.00001].",
 )
 def diff_cmd(
     old: Path,

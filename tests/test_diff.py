@@ -557,3 +557,13 @@ def test_compare_with_refuses_a_bad_previous_before_capturing(tmp_path: Path) ->
     result = run_bulk("diff", bad, same)
     assert result.code == 2 and result.stderr.startswith("INVALID_ARCHIVE: bad.zip")
     assert not out.exists()
+
+
+def test_the_help_states_the_real_default() -> None:
+    from click.testing import CliRunner
+
+    from bulk._cli import cli
+    from bulk._diff import DEFAULT_MIN_CHANGE
+
+    text = " ".join(CliRunner().invoke(cli, ["diff", "--help"]).output.split())
+    assert f"[default: {DEFAULT_MIN_CHANGE:.5f}]" in text
