@@ -27,6 +27,7 @@ __all__ = ["report_html", "write_report"]
 
 _CSP: Final = "script-src 'none'; object-src 'none'; base-uri 'none'"
 _CSS: Final = resources.files("bulk._diff").joinpath("report.css").read_text(encoding="utf-8")
+_EAGER_DIFFS: Final = 4
 _VIEWS: Final = (("diff", "Diff"), ("before", "Before"), ("after", "After"), ("slider", "Slider"))
 
 
@@ -147,8 +148,10 @@ def _article(i: int, change: PageChange, src: Callable[[str], str]) -> str:
             for e in (change.diff_entry, change.before_entry, change.after_entry)
         )
         alt = html.escape(change.url, quote=True)
+        lazy = ' loading="lazy"' if i > _EAGER_DIFFS else ""
         out += [
-            f'<div class="view diff"><img src="{diff_src}" alt="changes of {alt}"></div>',
+            # The first diffs load at once; the rest as the reader scrolls to them.
+            f'<div class="view diff"><img{lazy} src="{diff_src}" alt="changes of {alt}"></div>',
             f'<div class="view before"><img loading="lazy" src="{before}" alt="before"></div>',
             f'<div class="view after"><img loading="lazy" src="{after}" alt="after"></div>',
             '<div class="view slider"><p class="hint">Drag the corner of the old page '
