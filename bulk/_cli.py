@@ -46,14 +46,16 @@ EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_PARTIAL: Final = 3
 EXIT_INTERRUPTED: Final = 4
+EXIT_CHANGED: Final = 5
 EXIT_CODES: Final = {
     EXIT_OK: "OK",
     EXIT_ERROR: "ERROR",
     EXIT_USAGE: "USAGE",
     EXIT_PARTIAL: "PARTIAL",
     EXIT_INTERRUPTED: "INTERRUPTED",
+    EXIT_CHANGED: "CHANGED",
 }
-_USAGE_CODES: Final = {"VALIDATION_ERROR", "INVALID_URL", "RESUME_MISMATCH"}
+_USAGE_CODES: Final = {"VALIDATION_ERROR", "INVALID_URL", "RESUME_MISMATCH", "INVALID_ARCHIVE"}
 MAX_PAGES_CLI: Final = 10_000_000
 MAX_SITEMAPS_CLI: Final = 1_000_000
 # URLs `bulk discover` lets discovery run ahead of printing.
@@ -346,6 +348,14 @@ def cli(verbose: bool) -> None:
 @click.option("--same-host", is_flag=True, help="Only pages on the site's own host.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--compare-with",
+    "previous",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An earlier archive of the site: once OUT is written, say what changed (stderr) "
+    "and write the report beside OUT (site.zip -> site.changes.html).",
+)
 @_network_options
 @_apply(capture_option_decorators())
 def archive(
@@ -357,6 +367,7 @@ def archive(
     same_host: bool,
     resume: bool,
     quiet: bool,
+    previous: Path | None,
     allow_private: bool,
     allow: tuple[str, ...],
     **values: Any,
@@ -364,9 +375,12 @@ def archive(
     """Archive SITE (a domain, an origin or a sitemap URL) as a ZIP of screenshots.
 
     Writes OUT.partial and renames it to OUT only when complete; a summary goes to
-    stderr and a JSON summary to stdout.
+    stderr and a JSON summary to stdout. With --compare-with, the changes since that
+    archive follow (as 'bulk diff' finds them; "changes" in the JSON).
     """
     settings = _settings()
+    if previous is not None:
+        _check_archive(previous, out)
     options = _capture_options(values)
     policy = _policy(allow_private, allow, settings)
     config = _pool_config(concurrency, settings)
@@ -415,6 +429,9 @@ def archive(
         "pages_per_second": round(rate, 2),
         "resumed": result.resumed,
     }
+    changes: list[str] = []
+    if previous is not None and result.out is not None:
+        summary["changes"], changes = _compare_after_archive(previous, result.out)
     click.echo(json.dumps(summary))
     if result.out is None:
         click.echo(f"{job.error_code}: {job.error_message}", err=True)
@@ -424,7 +441,141 @@ def archive(
         f"-> {result.out} ({_human(job.zip_size or 0)})",
         err=True,
     )
+    for line in changes:
+        click.echo(line, err=True)
     raise _Exit(EXIT_PARTIAL if job.failed else EXIT_OK)
+
+
+def _check_archive(path: Path, out: Path) -> None:
+    """Fail now (before any capture) when ``path`` is not a readable bulk ZIP, or is
+    OUT itself (the new archive would replace it before the comparison)."""
+    from ._diff import open_snapshot
+
+    if path.resolve() == out.resolve():
+        _fail(ValidationError("--compare-with must name another file than -o OUT"))
+    try:
+        with open_snapshot(path):
+            pass
+    except BulkError as exc:
+        _fail(exc)
+
+
+def changes_report_for(out: Path) -> Path:
+    """Where ``bulk archive --compare-with`` writes its report: beside OUT."""
+    return out.with_name(f"{out.name.removesuffix('.zip')}.changes.html")
+
+
+def _compare_after_archive(previous: Path, out: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The change summary (for the JSON) and its stderr lines; a failure to compare
+    is a warning: the archive itself was written."""
+    from ._diff import compare_archives, files_dir_for, write_report
+
+    report = changes_report_for(out)
+    try:
+        diff = compare_archives(previous, out, files=files_dir_for(report))
+        write_report(diff, report)
+    except (BulkError, OSError) as exc:
+        what = f"{exc.code}: {exc.message}" if isinstance(exc, BulkError) else str(exc)
+        return None, [f"warning: the comparison with {previous} failed: {what}"]
+    lines = [f"changes since {previous.name}: {diff.summary_line()} -> {report}"]
+    lines += [f"changed: {_share(c.share)} {c.url}" for c in diff.changed[:20]]
+    if len(diff.changed) > 20:
+        lines.append(f"... and {len(diff.changed) - 20} more changed pages (see the report)")
+    return {**diff.counts(), "report": str(report)}, lines
+
+
+def _share(share: float) -> str:
+    return f"{share * 100:.2f}%" if share >= 0.0001 else f"{share * 100:.4f}%"
+
+
+@cli.command(name="diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the HTML report here (its images go in <name>_files/ beside it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option(
+    "--exit-code",
+    "exit_code",
+    is_flag=True,
+    help=f"Exit {EXIT_CHANGED} when a page was added, removed or changed (0 when none was).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Per pixel: how different a colour must be to count (YIQ distance, as pixelmatch; "
+    "anti-aliasing never counts).",
+)
+@click.option(
+    "--min-change",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Per page: the share of pixels (0..1) that must change for the page to count  "
+    "[default: 0.00001].",
+)
+def diff_cmd(
+    old: Path,
+    new: Path,
+    out: Path | None,
+    as_json: bool,
+    exit_code: bool,
+    threshold: float,
+    min_change: float | None,
+) -> None:
+    """Compare two archives of a site (OLD.zip, NEW.zip): pages added, removed, changed.
+
+    Pages are matched by URL through the manifests; identical images (same sha256) are
+    never decoded. stdout: one line per changed/added/removed page, or with --json one
+    object {"added", "removed", "changed": [{"url", "changed_pixels", "share", "boxes",
+    "diff_entry"}...], "unchanged", "failed", ...}; a summary line goes to stderr.
+    Exit 0 when compared, 5 with --exit-code when something changed, 2 when a file is
+    not a bulk archive (INVALID_ARCHIVE) or the report cannot be written.
+    """
+    from ._diff import DEFAULT_MIN_CHANGE, DiffOptions, compare_archives, files_dir_for
+    from ._diff import write_report as write_diff_report
+
+    options = DiffOptions(
+        threshold=threshold,
+        min_change=DEFAULT_MIN_CHANGE if min_change is None else min_change,
+    )
+    try:
+        result = compare_archives(
+            old, new, options=options, files=files_dir_for(out) if out else None
+        )
+        if out is not None:
+            write_diff_report(result, out)
+    except BulkError as exc:
+        _fail(exc)
+    except OSError as exc:
+        # Where the report goes is the one thing here that can be unwritable: -o.
+        _fail(ValidationError(f"the report cannot be written: {exc}", field="output"))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        for change in result.changed:
+            click.echo(f"changed {_share(change.share)} {change.url}")
+        for url in result.added:
+            click.echo(f"added {url}")
+        for url in result.removed:
+            click.echo(f"removed {url}")
+        for url in result.failed:
+            click.echo(f"failed {url}")
+    target = f" -> {out}" if out else ""
+    click.echo(
+        f"bulk diff: {result.summary_line()} in {result.seconds:.1f} s "
+        f"({result.decoded} pairs decoded){target}",
+        err=True,
+    )
+    if exit_code and (result.added or result.removed or result.changed):
+        raise _Exit(EXIT_CHANGED)
 
 
 @cli.command(name="discover")

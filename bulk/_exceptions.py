@@ -51,7 +51,8 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── InvalidJobTransition          INVALID_JOB_TRANSITION
     ├── LockHeld                      LOCKED             (another process holds the lock)
     ├── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
-    └── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
+    ├── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
+    └── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ __all__ = [
     "InsufficientCredits",
     "Interrupted",
     "InvalidAPIKey",
+    "InvalidArchive",
     "InvalidJobTransition",
     "InvalidSitemap",
     "InvalidURL",
@@ -474,3 +476,12 @@ class ArchiveError(BulkError, ValueError):
     api_status = 500
     description = "The ZIP could not be made (an internal error; the job's credits are refunded)"
 
+
+class InvalidArchive(BulkError):
+    """``bulk diff`` (or ``--compare-with``) was given a file that is not a readable
+    bulk ZIP: not a ZIP, no ``_manifest.json`` of bulk's schema, a listed image that
+    is missing, over a size limit or cannot be decoded."""
+
+    code = "INVALID_ARCHIVE"
+    api_status = 400
+    description = "The file is not a readable bulk archive (ZIP with a bulk _manifest.json)"
