@@ -25,9 +25,9 @@ from .._exceptions import (
 )
 from ._connection import LedgerCore, immediate
 from ._reads import idempotent_job, load_job
-from ._records import JobRow, JobStatus, NewJob, iso
+from ._records import JobRow, JobStatus, NewJob, NewUrl, iso
 from ._schema import TRANSITIONS
-from ._secrets import split_secrets
+from ._secrets import SecretBox, split_secrets, url_secret_id
 
 __all__ = ["JobWrites"]
 
@@ -48,11 +48,30 @@ _SETTABLE: Final = frozenset(
 
 
 def _insert_urls(
-    conn: sqlite3.Connection, job_id: str, first_seq: int, urls: Sequence[tuple[str, str | None]]
+    conn: sqlite3.Connection,
+    job_id: str,
+    first_seq: int,
+    urls: Sequence[tuple[str, str | None] | NewUrl],
+    box: SecretBox,
 ) -> None:
+    rows = []
+    for i, item in enumerate(urls):
+        seq = first_seq + i
+        if isinstance(item, NewUrl):
+            options = sealed = None
+            if item.options is not None:
+                masked, secret = split_secrets(item.options)
+                options = json.dumps(masked)
+                sealed = box.seal(url_secret_id(job_id, seq), secret) if secret else None
+            extra = json.dumps(dict(item.extra_entries)) if item.extra_entries else None
+            rows.append((job_id, seq, item.url, item.entry, options, sealed, extra))
+        else:
+            url, entry = item
+            rows.append((job_id, seq, url, entry, None, None, None))
     conn.executemany(
-        "INSERT INTO job_urls (job_id, seq, url, entry) VALUES (?, ?, ?, ?)",
-        [(job_id, first_seq + i, url, entry) for i, (url, entry) in enumerate(urls)],
+        "INSERT INTO job_urls (job_id, seq, url, entry, options, secrets, extra_entries) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
     )
 
 
@@ -119,7 +138,7 @@ class JobWrites(LedgerCore):
                         None if new.discovery is None else json.dumps(dict(new.discovery)),
                     ),
                 )
-                _insert_urls(conn, job_id, 1, new.urls)
+                _insert_urls(conn, job_id, 1, new.urls, self._box)
                 job = load_job(conn, job_id, self._box)
                 assert job is not None
                 return job
@@ -127,7 +146,11 @@ class JobWrites(LedgerCore):
         return await self._write(tx)
 
     async def append_urls(
-        self, job_id: str, urls: Sequence[tuple[str, str | None]], *, complete: bool = False
+        self,
+        job_id: str,
+        urls: Sequence[tuple[str, str | None] | NewUrl],
+        *,
+        complete: bool = False,
     ) -> int:
         """Add URL rows to an uncharged (offline) job whose list is still growing.
 
@@ -151,7 +174,7 @@ class JobWrites(LedgerCore):
                 (count,) = conn.execute(
                     "SELECT COUNT(*) FROM job_urls WHERE job_id = ?", (job_id,)
                 ).fetchone()
-                _insert_urls(conn, job_id, count + 1, urls)
+                _insert_urls(conn, job_id, count + 1, urls, self._box)
                 if complete:
                     conn.execute("UPDATE jobs SET urls_complete = 1 WHERE id = ?", (job_id,))
                 return int(count) + len(urls)
