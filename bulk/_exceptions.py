@@ -51,7 +51,8 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── InvalidJobTransition          INVALID_JOB_TRANSITION
     ├── LockHeld                      LOCKED             (another process holds the lock)
     ├── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
-    └── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
+    ├── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
+    └── OutputExists                  OUTPUT_EXISTS      (``bulk archive`` would replace work)
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ __all__ = [
     "NoPagesCaptured",
     "NoSitemapFound",
     "NoURLsFound",
+    "OutputExists",
     "PageTooLarge",
     "PayloadTooLarge",
     "RateLimitExceeded",
@@ -474,3 +476,13 @@ class ArchiveError(BulkError, ValueError):
     api_status = 500
     description = "The ZIP could not be made (an internal error; the job's credits are refunded)"
 
+
+
+class OutputExists(BulkError):
+    """``bulk archive`` was asked to write where earlier work is: an existing ``OUT``
+    (``--force`` replaces it) or an unfinished run in ``OUT.work`` (``--resume``
+    continues it, ``--force`` discards it). Nothing was touched."""
+
+    code = "OUTPUT_EXISTS"
+    api_status = 409
+    description = "The output or an unfinished run of it exists (--force replaces it)"

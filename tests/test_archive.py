@@ -350,9 +350,13 @@ def test_gallery_head_forbids_scripts() -> None:
 def test_gallery_header_and_failed_list(records: list[PageRecord]) -> None:
     document = gallery_html(make_info(), records)
     collector = parse(document)
-    page_text = " ".join(collector.text)
+    page_text = "".join(collector.text)
     assert "2026-11-23" in page_text
     assert f"{len(records)} pages: {len(OK_ENTRIES) + 1} captured, 2 failed" in page_text
+    # The failed count leads to the failed list.
+    links = [attrs.get("href") for tag, attrs in collector.tags if tag == "a"]
+    assert "#failed" in links
+    assert ("h2", {"id": "failed"}) in collector.tags
     assert "CAPTURE_TIMEOUT" in page_text and "too slow" in page_text
     imgs = [attrs["src"] for tag, attrs in collector.tags if tag == "img"]
     # One thumbnail per ok row that has one; none for failed rows or data: URIs.
@@ -566,7 +570,11 @@ def _check_extracted(sandbox: pathlib.Path, target: pathlib.Path, zip_names: set
     links += [attrs.get("src") for tag, attrs in collector.tags if tag == "img"]
     relative = [link for link in links if link and "://" not in link]
     assert len(relative) > 2 * len(OK_ENTRIES)
+    anchors = {attrs["id"] for _, attrs in collector.tags if attrs.get("id")}
     for link in relative:
+        if link.startswith("#"):  # within the page: the element exists
+            assert link[1:] in anchors, link
+            continue
         assert (root / unquote(link)).is_file(), link
 
 
