@@ -89,6 +89,14 @@ _THUMB_QUALITY: Final = 70
 _THUMB_FORMATS: Final = ("PNG", "JPEG", "WEBP")
 
 
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _extras(values: Iterable[ExtraShot]) -> tuple[ExtraShot, ...]:
+    return tuple(values)
+
+
 @final
 @attrs.frozen(kw_only=True)
 class ExtraShot:
@@ -165,10 +173,10 @@ class PageRecord:
     thumb_path: pathlib.Path | None = None
     truncated_height: bool = False
     load: str | None = None
-    pending_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    pending_hosts: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     pdf_pages: int | None = None
     blocked_requests: int | None = None
-    extras: tuple[ExtraShot, ...] = attrs.field(default=(), converter=tuple)
+    extras: tuple[ExtraShot, ...] = attrs.field(default=(), converter=_extras)
     options: Mapping[str, Any] | None = None
 
     @property
@@ -222,7 +230,7 @@ class ArchiveInfo:
     tool: str = "bulk 0.1.0"
     truncated: bool = False
     found: int | None = None
-    reasons: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    reasons: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     source: Literal["sitemap", "urls"] = "sitemap"
     deduplicated: int = 0
 

@@ -476,6 +476,7 @@ async def _robots_sitemaps(run: _Run, origin: str) -> list[str] | None:
             final = response.url
     except FetchError as exc:
         if not responded:
+            run.unreachable.append(exc)  # why, for the error if no origin answers
             return None
         run.warn(robots_url, exc, "; robots.txt ignored")
         return []
@@ -584,7 +585,8 @@ async def _discover(run: _Run, candidates: list[ParsedURL], sitemap: bool | None
             origin = cand
             break
     if sitemaps is None:
-        raise FetchError(f"could not reach {first.hostname}")
+        why = f": {run.unreachable[-1].message}" if run.unreachable else ""
+        raise FetchError(f"could not reach {first.authority}{why}")
     run.result.site = origin.origin
     if not sitemaps:
         sitemaps = _probe_urls(origin)

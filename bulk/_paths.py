@@ -150,21 +150,18 @@ class Layout:
     folder are taken from the start.
 
     Args:
-        extension: ``png``, ``jpg``, ``webp`` or ``pdf`` (``jpeg`` means ``jpg``).
-        shot_extension: The extension of intermediate screenshots (default: the
-            page's, ``png`` when the page is a PDF).
+        extension: ``png``, ``jpg``, ``webp`` or ``pdf`` (``jpeg`` means ``jpg``): the
+            pages' (one may have its own, ``assign_shots``); intermediate
+            screenshots take their page's (``png`` for a PDF page).
 
     Raises:
         ValidationError: ``extension`` is not one of those.
     """
 
-    __slots__ = ("_by_url", "_dirs", "_extension", "_files", "_shot_extension")
+    __slots__ = ("_by_url", "_dirs", "_extension", "_files")
 
-    def __init__(self, extension: str, shot_extension: str | None = None) -> None:
+    def __init__(self, extension: str) -> None:
         self._extension = _check_extension(extension)
-        if shot_extension is None:
-            shot_extension = "png" if self._extension == "pdf" else self._extension
-        self._shot_extension = _check_extension(shot_extension)
         # Comparison keys (NFC + casefold) of every entry and of every directory
         # prefix of an entry: all the state later assignments depend on. The
         # archive's own entries come first.
@@ -199,12 +196,16 @@ class Layout:
         self._register(identity, name, key)
         return name
 
-    def assign_shots(self, url: str, shots: Iterable[str]) -> tuple[str, dict[str, str]]:
+    def assign_shots(
+        self, url: str, shots: Iterable[str] = (), *, extension: str | None = None
+    ) -> tuple[str, dict[str, str]]:
         """Give ``url`` its entry and reserve those of its intermediate screenshots.
 
         Args:
             url: As for ``assign``.
             shots: The names of the page's intermediate screenshots, in order.
+            extension: This page's own extension, when it differs from the
+                layout's (a URL list item with its own ``format``).
 
         Returns:
             The page's entry and ``{name: entry}`` for ``shots``. A URL that has
@@ -221,7 +222,8 @@ class Layout:
         if known is not None:
             return known, {}
         url_hex = url_hash.hex()
-        name, key = self._choose(_plan(parsed), url_hex, self._extension)
+        ext = self._extension if extension is None else _check_extension(extension)
+        name, key = self._choose(_plan(parsed), url_hex, ext)
         self._register(identity, name, key)
         extras: dict[str, str] = {}
         for shot in shots:
@@ -234,14 +236,22 @@ class Layout:
 
     def _choose_shot(self, page: str, shot: str, url_hex: str) -> tuple[str, str]:
         *dirs, leaf = page.split("/")
-        stem = leaf[: -len(self._extension) - 1]
+        stem, ext = leaf.rsplit(".", 1)
         plan = _Plan(
             dirs=tuple(dirs), stem=f"{stem}{SHOT_SEPARATOR}{_escape_label(shot)}", query_tag=""
         )
         shot_hex = hashlib.sha256(f"{url_hex}{SHOT_SEPARATOR}{shot}".encode()).hexdigest()
-        return self._choose(plan, shot_hex, self._shot_extension)
+        # Screenshots taken on the way to a PDF are PNG images.
+        return self._choose(plan, shot_hex, "png" if ext == "pdf" else ext)
 
-    def restore(self, url: str, entry: str, shots: Mapping[str, str] | None = None) -> None:
+    def restore(
+        self,
+        url: str,
+        entry: str,
+        shots: Mapping[str, str] | None = None,
+        *,
+        extension: str | None = None,
+    ) -> None:
         """Re-register an entry given to ``url`` by an earlier run (``--resume``).
 
         Restoring a run's entries in their original order leaves the layout exactly
@@ -253,6 +263,7 @@ class Layout:
             entry: The entry name it was given.
             shots: The entries reserved for its intermediate screenshots
                 (``assign_shots``), restored after it in their order.
+            extension: The page's own extension, when it had one (``assign_shots``).
 
         Raises:
             InvalidURL: ``url`` is not a parseable http(s) URL.
@@ -268,8 +279,9 @@ class Layout:
             if known == entry:
                 return
             raise ResumeMismatch(f"{parsed.href} was restored as both {known!r} and {entry!r}")
-        if not is_safe_entry(entry) or not entry.endswith("." + self._extension):
-            raise ResumeMismatch(f"{entry!r} is not a {self._extension} entry bulk could have made")
+        ext = self._extension if extension is None else _check_extension(extension)
+        if not is_safe_entry(entry) or not entry.endswith("." + ext):
+            raise ResumeMismatch(f"{entry!r} is not a {ext} entry bulk could have made")
         key = _key(entry)
         if key.split("/", 1)[0] == THUMBS_DIR:
             raise ResumeMismatch(f"{entry!r} is inside the archive's own {THUMBS_DIR}/")
@@ -280,7 +292,7 @@ class Layout:
             shot_key = _key(shot_entry)
             if (
                 not is_safe_entry(shot_entry)
-                or not shot_entry.endswith("." + self._shot_extension)
+                or not shot_entry.endswith("." + ("png" if ext == "pdf" else ext))
                 or shot_key.split("/", 1)[0] == THUMBS_DIR
                 or not self._is_free(shot_key)
                 or self._prefix_is_file(shot_key)

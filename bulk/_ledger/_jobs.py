@@ -43,6 +43,7 @@ _SETTABLE: Final = frozenset(
         "webhook_state",
         "root",
         "sitemap_urls",
+        "discovery",
     }
 )
 
@@ -194,7 +195,8 @@ class JobWrites(LedgerCore):
         ``status=None`` keeps the status and only sets ``fields``.
 
         ``fields`` may set ``error_code``, ``error_message``, ``zip_path``, ``zip_size``,
-        ``zip_sha256``, ``expires_at``, ``webhook_state``, ``root``, ``sitemap_urls``.
+        ``zip_sha256``, ``expires_at``, ``webhook_state``, ``root``, ``sitemap_urls``,
+        ``discovery`` (what an offline run's discovery found, once it has).
         ``started_at``/``finished_at`` are stamped by the ledger.
 
         Returns:
@@ -212,6 +214,8 @@ class JobWrites(LedgerCore):
             raise ValidationError(f"cannot set {sorted(bad)}", field=sorted(bad)[0])
         if "sitemap_urls" in fields:
             fields["sitemap_urls"] = json.dumps(list(fields["sitemap_urls"]))
+        if "discovery" in fields:
+            fields["discovery"] = json.dumps(dict(fields["discovery"]))
         now = self.clock()
         expect = list(expect)
 
