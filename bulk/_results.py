@@ -5,7 +5,7 @@ Besides the image, a capture may report (attributes of ``Screenshot``, read with
 default so an engine without them still works): ``load`` (``"partial"`` when it was
 taken before the page's ``load`` event) with ``pending_hosts``, ``truncated_height``
 (a full page cut at the height cap), ``pdf_pages`` (a PDF's page count),
-``blocked_requests`` (requests ``block_ads``/``block_media`` stopped) and ``extra``
+``blocked_requests`` (requests ``block_ads``/``block_media`` stopped) and ``shots``
 (the named intermediate screenshots of a capture script, each with ``name``,
 ``data``, ``width``, ``height``). ``capture_facts`` turns the scalar ones into the
 JSON the ledger keeps per URL and the manifest shows.
@@ -60,7 +60,8 @@ def capture_facts(shot: object) -> dict[str, Any]:
 
 def extra_shots(shot: object) -> Sequence[Any]:
     """The named intermediate screenshots of ``shot`` (``()`` when it has none)."""
-    extra = getattr(shot, "extra", ())
+    # ``shots`` is the engine's name; ``extra`` an older spelling.
+    extra = getattr(shot, "shots", None) or getattr(shot, "extra", None)
     return tuple(extra) if extra else ()
 
 
