@@ -22,6 +22,7 @@ __all__ = [
     "EMAIL_PATTERN",
     "IDEMPOTENCY_KEY_PATTERN",
     "MAX_BODY",
+    "MAX_LARGE_BODY",
     "MAX_PAGES_API",
     "TEXT_PATTERN",
     "URL_FIELD_LIMIT",
@@ -30,6 +31,8 @@ __all__ = [
 
 #: Request bodies over this many bytes are refused (``PAYLOAD_TOO_LARGE``).
 MAX_BODY: Final = 64 * 1024
+#: ... except on the endpoints that take a URL list or an HTML document.
+MAX_LARGE_BODY: Final = 4 * 1024 * 1024
 #: ``options.maxPages`` of a bulk job: 1 to this.
 MAX_PAGES_API: Final = 100
 #: URL fields take more than the URL limit so that an over-long URL is judged by the

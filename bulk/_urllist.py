@@ -43,6 +43,7 @@ __all__ = [
     "override_of",
     "parse_url_lines",
     "prepare_url_list",
+    "raw_items",
     "screenshot_names",
 ]
 
@@ -61,6 +62,8 @@ class RawItem:
 
     url: Any
     options: Any = None
+    #: A field the item has besides ``url`` and ``options`` (refused as the item's fault).
+    unknown: str | None = None
 
 
 @final
@@ -200,6 +203,8 @@ def prepare_url_list(
     for index, item in enumerate(raw):
         where = f"{field}[{index}]"
         try:
+            if item.unknown is not None:
+                raise ValidationError(f"unknown field {item.unknown!r}", field=where)
             if not isinstance(item.url, str) or not item.url.strip():
                 raise ValidationError("the URL must be a non-empty string", field=where)
             url = normalise_list_url(item.url)
@@ -244,6 +249,29 @@ def prepare_url_list(
             details={"field": field, "errors": errors, "bad_items": bad},
         )
     return UrlList(items=tuple(items), given=len(raw), deduplicated=deduplicated)
+
+
+def raw_items(value: Any, field: str = "urls") -> list[RawItem]:
+    """The API's ``urls`` array as items: each a URL string or ``{"url", "options"}``.
+
+    Items of another shape become items ``prepare_url_list`` refuses (with their
+    index), so one bad item never hides the others.
+
+    Raises:
+        ValidationError: ``value`` is not an array.
+    """
+    if not isinstance(value, list):
+        raise ValidationError(f"{field} must be an array", field=field)
+    items: list[RawItem] = []
+    for item in value:
+        if isinstance(item, Mapping):
+            unknown = sorted(str(k) for k in item if k not in ("url", "options"))
+            items.append(
+                RawItem(item.get("url"), item.get("options"), unknown[0] if unknown else None)
+            )
+        else:
+            items.append(RawItem(item))
+    return items
 
 
 def parse_url_lines(lines: Iterable[str], source: str = "the list") -> list[RawItem]:
