@@ -64,6 +64,8 @@ class RawItem:
     options: Any = None
     #: A field the item has besides ``url`` and ``options`` (refused as the item's fault).
     unknown: str | None = None
+    #: Its line in the CLI's file (errors then name ``<file>:<line>``).
+    line: int | None = None
 
 
 @final
@@ -201,7 +203,7 @@ def prepare_url_list(
             )
 
     for index, item in enumerate(raw):
-        where = f"{field}[{index}]"
+        where = f"{field}:{item.line}" if item.line is not None else f"{field}[{index}]"
         try:
             if item.unknown is not None:
                 raise ValidationError(f"unknown field {item.unknown!r}", field=where)
@@ -281,9 +283,12 @@ def parse_url_lines(lines: Iterable[str], source: str = "the list") -> list[RawI
     one that starts with ``"`` a JSON string; any other non-blank line not starting
     with ``#`` is a URL as written.
 
+    Items carry their line number; an object with fields other than ``url`` and
+    ``options`` is refused with the rest by ``prepare_url_list``.
+
     Raises:
-        ValidationError: A JSON line that does not parse, or an object with fields
-            other than ``url`` and ``options`` (``field``: ``<source>:<line>``).
+        ValidationError: A JSON line that does not parse or has no ``url``
+            (``field``: ``<source>:<line>``).
     """
     items: list[RawItem] = []
     for number, line in enumerate(lines, 1):
@@ -297,16 +302,19 @@ def parse_url_lines(lines: Iterable[str], source: str = "the list") -> list[RawI
             except ValueError:
                 raise ValidationError(f"{where}: not valid JSON", field=where) from None
             if isinstance(value, str):
-                items.append(RawItem(value))
+                items.append(RawItem(value, line=number))
                 continue
             if not isinstance(value, dict) or "url" not in value:
                 raise ValidationError(f"{where}: a JSON line needs a url", field=where)
             unknown = sorted(set(value) - {"url", "options"})
-            if unknown:
-                raise ValidationError(f"{where}: unknown field {unknown[0]!r}", field=where)
-            items.append(RawItem(value["url"], value.get("options")))
+            # Checked with the rest of the list: every bad line is named at once.
+            items.append(
+                RawItem(
+                    value["url"], value.get("options"), unknown[0] if unknown else None, number
+                )
+            )
             continue
-        items.append(RawItem(text))
+        items.append(RawItem(text, line=number))
     return items
 
 

@@ -283,3 +283,85 @@ def test_resume_with_other_options_names_the_option(tmp_path: Path) -> None:
         "(--width was 800, now 1024); give the same options, or --force to discard it"
     ]
     assert work.is_dir()
+
+
+def test_archive_urls_from_a_file_and_from_stdin(tmp_path: Path) -> None:
+    with SiteServer(routes=_pages(4)) as site:
+        listing = tmp_path / "urls.txt"
+        listing.write_text(
+            "# pages to keep\n"
+            f"{site.url('/p/0')}\n"
+            f"{site.url('/p/1')}\n"
+            f"{site.url('/p/0')}#again\n"
+            "\n"
+            + json.dumps({"url": site.url("/p/2"), "options": {"width": 400, "height": 300}})
+            + "\n"
+        )
+        out = tmp_path / "list.zip"
+        result = run_bulk(
+            "archive", "--urls", listing, "-o", out, "--allow-private", "-q", "--name", "my-pages"
+        )
+        assert result.code == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert (summary["pages"], summary["ok"], summary["deduplicated"]) == (3, 3, 1)
+        assert summary["truncated"] is False
+        with zipfile.ZipFile(out) as zf:
+            names = zf.namelist()
+            assert {n.split("/")[0] for n in names} == {"my-pages"}
+            manifest = json.loads(zf.read("my-pages/_manifest.json"))
+            rows = {r["url"]: r for r in manifest["urls"]}
+            from PIL import Image
+
+            with zf.open(f"my-pages/{rows[site.url('/p/2')]['entry']}") as f, Image.open(f) as img:
+                assert img.size == (400, 300)
+        assert manifest["job"]["source"] == "urls" and manifest["job"]["deduplicated"] == 1
+        assert rows[site.url("/p/2")]["options"] == {"width": 400, "height": 300}
+        assert [r.path for r in site.requests].count("/p/0") == 1
+
+        # stdin, lines only; the root folder is named after the first URL's host;
+        # --max-pages cuts a list too, and says so
+        proc = subprocess.run(
+            [
+                *BULK,
+                "archive",
+                "--urls",
+                "-",
+                "-o",
+                str(tmp_path / "in.zip"),
+                "--allow-private",
+                "-q",
+                "--max-pages",
+                "1",
+            ],
+            input=f"{site.url('/p/3')}\n{site.url('/p/1')}\n",
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["pages"] == 1 and summary["truncated"] is True and summary["found"] == 2
+    assert "--max-pages 1 cut the list: it has 2 distinct URLs" in proc.stderr
+    with zipfile.ZipFile(tmp_path / "in.zip") as zf:
+        root = zf.namelist()[0].split("/")[0]
+        manifest = json.loads(zf.read(f"{root}/_manifest.json"))
+    assert root.startswith(f"screenshots-127-0-0-1-{site.port}-")
+    assert [r["url"] for r in manifest["urls"]] == [site.url("/p/3")]
+    assert manifest["job"]["truncated"] is True and manifest["job"]["found"] == 2
+
+
+def test_a_bad_url_list_is_refused_whole_with_line_numbers(tmp_path: Path) -> None:
+    listing = tmp_path / "bad.txt"
+    listing.write_text(
+        'http://127.0.0.1:9/a\nftp://nope/\n{"url": "http://127.0.0.1:9/b", "x": 1}\n'
+    )
+    result = run_cli("archive", "--urls", listing, "-o", tmp_path / "b.zip", "--allow-private")
+    assert result.code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("VALIDATION_ERROR: ")
+    assert f"2 items of {listing} refused, nothing was done: {listing}:2: INVALID_URL" in lines[0]
+    assert f"{listing}:3: VALIDATION_ERROR: unknown field 'x'" in lines[0]
+    assert not (tmp_path / "b.zip").exists()
+    both = run_cli("archive", "http://127.0.0.1:9/", "--urls", listing, "-o", tmp_path / "c.zip")
+    assert both.code == 2 and both.stderr.startswith("VALIDATION_ERROR: give SITE or --urls")
