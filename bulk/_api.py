@@ -703,18 +703,42 @@ async def download(request: Request, state: ServiceState, account: Account | Non
 
 
 async def _shoot(
-    request: Request, state: ServiceState, account: Account, url: str, options: CaptureOptions
+    request: Request,
+    state: ServiceState,
+    account: Account,
+    url: str,
+    options: CaptureOptions,
+    html: str | None = None,
 ) -> tuple[Any, int]:
-    """One charged capture: reserve 1 credit, capture, use or refund it."""
-    state.policy.check_url(url)
+    """One charged capture: reserve 1 credit, capture, use or refund it.
+
+    With ``html``, that document is rendered instead of loading ``url`` (which then
+    only labels the ledger row); its sub-resources pass the address policy in the
+    browser like any page's.
+    """
+    if html is None:
+        state.policy.check_url(url)
     if account.balance < 1:
         raise InsufficientCredits("no credits remaining", details={"required": 1, "available": 0})
     with _doing_work(request, state, account, "capture"):
-        return await _charged_capture(state, account, url, options)
+        return await _charged_capture(state, account, url, options, html)
+
+
+async def _capture(state: ServiceState, url: str, options: CaptureOptions, html: str | None) -> Any:
+    if html is None:
+        return await state.pool.capture(url, options)
+    render = getattr(state.pool, "capture_html", None)
+    if render is None:  # an engine without HTML input
+        raise ValidationError("html input is not available on this server", field="html")
+    return await render(html, options)
 
 
 async def _charged_capture(
-    state: ServiceState, account: Account, url: str, options: CaptureOptions
+    state: ServiceState,
+    account: Account,
+    url: str,
+    options: CaptureOptions,
+    html: str | None = None,
 ) -> tuple[Any, int]:
     ledger = state.ledger
     # Shielded together: once the credit is reserved, this request must also hold the
@@ -734,13 +758,13 @@ async def _charged_capture(
         claims = await ledger.claim(job.id, limit=1, lease_seconds=options.timeout / 1000 * 3 + 60)
     claim = claims[0]
     try:
-        shot = await state.pool.capture(url, options)
-    except (CaptureError, URLBlocked) as exc:
+        shot = await _capture(state, url, options, html)
+    except (CaptureError, URLBlocked, ValidationError) as exc:
         http_status = getattr(exc, "http_status", None)
         with trio.CancelScope(shield=True):
             await ledger.finish(claim, failed_result(exc))
             await ledger.fail_job(job.id, exc.code, exc.message)
-        if isinstance(exc, URLBlocked):
+        if isinstance(exc, (URLBlocked, ValidationError)):
             raise
         refused = _refused_input(exc)
         if refused is not None:
@@ -759,6 +783,20 @@ async def _charged_capture(
         await ledger.set_status(job.id, "completed")
     balance = (await ledger.account(account.id)).balance
     return shot, balance
+
+
+#: What a rendered HTML document's ledger row is labelled with (it has no URL).
+HTML_INPUT_URL: Final = "about:blank"
+#: The largest ``html`` document ``POST /screenshot`` renders (bytes of UTF-8).
+MAX_HTML_BYTES: Final = 1024 * 1024
+
+
+def _html_document(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("html must be a non-empty string", field="html")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_HTML_BYTES:
+        raise ValidationError(f"html is over {MAX_HTML_BYTES // 1024} KiB of UTF-8", field="html")
+    return value
 
 
 def _refused_input(exc: CaptureError) -> ValidationError | None:
@@ -803,18 +841,27 @@ async def screenshot_post(
 ) -> Response:
     assert account is not None
     body = _object(await _json_body(request), "body")
-    if "url" not in body:
-        raise ValidationError("url is required", field="url")
-    url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
+    html: str | None = None
+    if "html" in body:
+        if "url" in body:
+            raise ValidationError("give url or html, not both", field="html")
+        html = _html_document(body["html"])
+        url = HTML_INPUT_URL
+    elif "url" not in body:
+        raise ValidationError("url (or html) is required", field="url")
+    else:
+        url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
     # response_type: Pixcap's, accepted and ignored (this endpoint always answers JSON).
-    rest = {k: v for k, v in body.items() if k not in ("url", "response_type", "responseType")}
+    rest = {
+        k: v for k, v in body.items() if k not in ("url", "html", "response_type", "responseType")
+    }
     options = _capture_options(rest)
-    shot, balance = await _shoot(request, state, account, url, options)
+    shot, balance = await _shoot(request, state, account, url, options, html)
     started = time.time() - shot.elapsed
     data = {
         "image": base64.b64encode(shot.data).decode(),
         "metadata": {
-            "url": url,
+            "url": None if html is not None else url,
             "finalUrl": shot.final_url,
             "width": shot.width,
             "height": shot.height,

@@ -154,3 +154,23 @@ async def test_an_item_with_an_unknown_field_is_named(
     errors = r.json()["error"]["details"]["errors"]
     assert [(e["index"], e["field"]) for e in errors] == [(1, "urls[1]")]
     assert "'opts'" in errors[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"html": "<h1>x</h1>", "url": "http://127.0.0.1/"},
+        {"html": ""},
+        {"html": ["<h1>"]},
+        {"html": "<p>" + "x" * (1024 * 1024) + "</p>"},
+    ],
+)
+async def test_screenshot_html_input_is_checked_first(
+    service: Service, client: httpx.AsyncClient, body: Any
+) -> None:
+    key = await new_key(service.db, credits=3)
+    r = await client.post(service.api("/screenshot"), json=body, headers={"X-API-Key": key})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and error["details"]["field"] == "html"
+    assert await balance(service.db, key) == 3
