@@ -58,6 +58,7 @@ from ._openapi import (
     EMAIL_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY,
+    MAX_HTML_BYTES,
     MAX_LARGE_BODY,
     MAX_PAGES_API,
     URL_FIELD_LIMIT,
@@ -787,8 +788,6 @@ async def _charged_capture(
 
 #: What a rendered HTML document's ledger row is labelled with (it has no URL).
 HTML_INPUT_URL: Final = "about:blank"
-#: The largest ``html`` document ``POST /screenshot`` renders (bytes of UTF-8).
-MAX_HTML_BYTES: Final = 1024 * 1024
 
 
 def _html_document(value: Any) -> str:

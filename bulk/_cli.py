@@ -6,7 +6,8 @@ summary go to stderr. Errors are one stderr line that starts with the stable cod
 Exit codes:
     0  OK           everything asked for was done
     1  ERROR        nothing could be done (no sitemap, blocked, every page failed, ...)
-    2  USAGE        bad arguments or options (VALIDATION_ERROR, INVALID_URL, RESUME_MISMATCH)
+    2  USAGE        bad arguments or options (VALIDATION_ERROR, INVALID_URL, RESUME_MISMATCH,
+                    OUTPUT_EXISTS: --force or --resume says what to do with earlier work)
     3  PARTIAL      the archive was written but some pages failed (see _manifest.json)
     4  INTERRUPTED  Ctrl-C or SIGTERM; ``bulk archive ... --resume`` continues the run
 """
