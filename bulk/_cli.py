@@ -468,7 +468,9 @@ def archive(
     out = out.resolve()
 
     def warn(message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
+        # Discovery ends while pages are captured: clear the bar's line first.
+        clear = "\r\x1b[K" if bar.tty and bar.enabled and bar.this_run else ""
+        click.echo(f"{clear}warning: {message}", err=True)
 
     def note(message: str) -> None:
         click.echo(f"note: {message}", err=True)
