@@ -678,9 +678,17 @@ def _record(row: UrlRow, folder: Path) -> PageRecord:
 
 
 def _masked(options: Mapping[str, Any]) -> dict[str, Any]:
-    """A URL's own options as the manifest may show them (cookie and header values
-    masked, as in the job's options)."""
+    """A URL's own options as the manifest may show them (cookie and header values,
+    and text a capture script types, masked, as in the job's options)."""
     out = dict(options)
+    if isinstance(out.get("actions"), list):
+        # Text typed into a page may be a password.
+        out["actions"] = [
+            {"type": {**a["type"], "text": "***"}}
+            if isinstance(a, dict) and isinstance(a.get("type"), dict)
+            else a
+            for a in out["actions"]
+        ]
     if isinstance(out.get("cookies"), list):
         out["cookies"] = [
             {**c, "value": "***"} if isinstance(c, dict) else "***" for c in out["cookies"]

@@ -92,3 +92,19 @@ def test_lines_and_json_lines() -> None:
         prepare_url_list(bad, BASE, POLICY, field="f")
     assert isinstance(info.value.details, dict)
     assert [e["field"] for e in info.value.details["errors"]] == ["f:1", "f:2"]
+
+
+def test_a_urls_own_options_are_masked_in_the_manifest() -> None:
+    from bulk._jobs import _masked
+
+    shown = _masked(
+        {
+            "width": 400,
+            "cookies": [{"name": "s", "value": "secret"}],
+            "headers": {"X-Token": "secret"},
+            "actions": [{"type": {"selector": "#pw", "text": "secret"}}, {"click": "#go"}],
+        }
+    )
+    assert "secret" not in repr(shown)
+    assert shown["width"] == 400 and shown["actions"][1] == {"click": "#go"}
+    assert shown["actions"][0] == {"type": {"selector": "#pw", "text": "***"}}
