@@ -387,7 +387,7 @@ def cli(verbose: bool) -> None:
     "--max-pages",
     type=click.IntRange(1, MAX_PAGES_CLI),
     default=100,
-    show_default="100 (a --urls list: all of it)",
+    show_default="100; a --urls list: all of it",
     help="Capture at most this many pages; a cut list is reported on stderr, in the "
     "JSON summary, the manifest and the gallery.",
 )
