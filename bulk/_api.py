@@ -52,12 +52,14 @@ from ._exceptions import (
     error_table,
 )
 from ._fetch import Fetcher
-from ._jobs import JobRunner
+from ._jobs import JobRunner, list_discovery, url_rows
 from ._ledger import Account, JobRow, Ledger, NewJob, iso
 from ._openapi import (
     EMAIL_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY,
+    MAX_HTML_BYTES,
+    MAX_LARGE_BODY,
     MAX_PAGES_API,
     URL_FIELD_LIMIT,
     openapi_document,
@@ -67,7 +69,8 @@ from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
 from ._ratelimit import IN_FLIGHT_LIMITS, RATE_LIMITS, InFlight, Limiter, RateLimit
 from ._results import failed_result, ok_result
-from ._urls import site_candidates
+from ._urllist import UrlList, prepare_url_list, raw_items
+from ._urls import parse_http_url, site_candidates
 from ._version import __version__
 
 __all__ = [
@@ -141,6 +144,9 @@ def _error(exc: BulkError) -> JSONResponse:
 async def _raw_body(request: Request) -> bytes:
     """The request body, at most ``MAX_BODY`` bytes, read once per request.
 
+    The endpoints that take a URL list (``/bulk-screenshot``) or an HTML document
+    (``/screenshot``) take up to ``MAX_LARGE_BODY`` bytes.
+
     Kept (or the refusal kept) on ``request.state``: the replay check and the handler
     both read it, and a half-consumed stream cannot be read twice.
 
@@ -152,15 +158,20 @@ async def _raw_body(request: Request) -> bytes:
         raise kept
     if isinstance(kept, bytes):
         return kept
+    limit = (
+        MAX_LARGE_BODY
+        if request.url.path.endswith(("/bulk-screenshot", "/screenshot"))
+        else MAX_BODY
+    )
     try:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise PayloadTooLarge(f"request body over {limit} bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > MAX_BODY:
-                raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
+            if size > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes")
             chunks.append(chunk)
     except PayloadTooLarge as exc:
         request.state.bulk_body = exc
@@ -325,6 +336,8 @@ def _created_body(job: JobRow, balance: int) -> dict[str, Any]:
             "credits_reserved": job.reserved,
             "credits_remaining": balance,
             "status_url": f"/api/v1/bulk-screenshot/{job.id}/status",
+            # URL lists: items that repeated an earlier URL (captured and charged once).
+            "deduplicated": int((job.discovery or {}).get("deduplicated") or 0),
         },
     }
 
@@ -480,6 +493,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
         "url",
         "sitemap_url",
         "sitemapUrl",
+        "urls",
         "options",
         "webhook_url",
         "webhookUrl",
@@ -487,14 +501,21 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
     if unknown:
         name = sorted(unknown)[0]
         raise ValidationError(f"unknown field {name!r}", field=name)
-    site_field = [k for k in ("url", "sitemap_url", "sitemapUrl") if k in body]
+    site_field = [k for k in ("url", "sitemap_url", "sitemapUrl", "urls") if k in body]
     if len(site_field) != 1:
-        raise ValidationError("give exactly one of url or sitemap_url", field="url")
+        raise ValidationError("give exactly one of url, sitemap_url or urls", field="url")
     field = site_field[0]
-    target = _string(body[field], field, limit=URL_FIELD_LIMIT)
     options_raw = _object(body.get("options", {}), "options")
     max_pages = _max_pages(options_raw)
     options = _capture_options(options_raw, "options.")
+    url_list: UrlList | None = None
+    target = ""
+    if field == "urls":
+        # Every item checked (and the whole list refused, naming each bad item)
+        # before any credit is reserved or any request made.
+        url_list = prepare_url_list(raw_items(body["urls"]), options, state.policy)
+    else:
+        target = _string(body[field], field, limit=URL_FIELD_LIMIT)
     webhook_fields = [k for k in ("webhook_url", "webhookUrl") if k in body]
     if len(webhook_fields) > 1:
         raise ValidationError("webhook_url given twice", field="webhook_url")
@@ -510,7 +531,8 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
             field="Idempotency-Key",
         )
     # URL policy, before any request is made.
-    _check_target(state.policy, target, field)
+    if url_list is None:
+        _check_target(state.policy, target, field)
     if webhook is not None:
         state.policy.check_url(webhook)
     request_hash = _request_hash(body)
@@ -521,6 +543,10 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
     if account.balance < 1:
         raise InsufficientCredits(
             "no credits remaining", details={"required": 1, "available": account.balance}
+        )
+    if url_list is not None:
+        return await _create_list_job(
+            request, state, account, url_list, options, idem, request_hash, webhook
         )
     with _doing_work(request, state, account, "discovery"):
         # The default budget (100 sitemap documents); past maxPages, only a little
@@ -552,6 +578,41 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
         )
     if job.replayed:
         # Another request with this key and body created the job meanwhile.
+        return await _replayed(request, state, account, job)
+    state.runner.wake()
+    balance = (await state.ledger.account(account.id)).balance
+    return JSONResponse(_created_body(job, balance), status_code=202)
+
+
+async def _create_list_job(
+    request: Request,
+    state: ServiceState,
+    account: Account,
+    url_list: UrlList,
+    options: CaptureOptions,
+    idem: str | None,
+    request_hash: str,
+    webhook: str | None,
+) -> Response:
+    """A URL-list job: one row (and one credit) per distinct URL, no discovery."""
+    layout = Layout(options.extension)
+    site = parse_http_url(url_list.first_url).origin
+    job = await state.ledger.create_job(
+        NewJob(
+            kind="bulk",
+            site=site,
+            urls=url_rows(url_list, layout),
+            account_id=account.id,
+            api_key_id=account.api_key_id,
+            options=options.to_json(),
+            root=root_folder(url_list.first_url, date.today()),
+            idempotency_key=idem,
+            request_hash=request_hash,
+            webhook_url=webhook,
+            discovery=list_discovery(url_list, kept=len(url_list.items), truncated=False),
+        )
+    )
+    if job.replayed:
         return await _replayed(request, state, account, job)
     state.runner.wake()
     balance = (await state.ledger.account(account.id)).balance
@@ -643,18 +704,42 @@ async def download(request: Request, state: ServiceState, account: Account | Non
 
 
 async def _shoot(
-    request: Request, state: ServiceState, account: Account, url: str, options: CaptureOptions
+    request: Request,
+    state: ServiceState,
+    account: Account,
+    url: str,
+    options: CaptureOptions,
+    html: str | None = None,
 ) -> tuple[Any, int]:
-    """One charged capture: reserve 1 credit, capture, use or refund it."""
-    state.policy.check_url(url)
+    """One charged capture: reserve 1 credit, capture, use or refund it.
+
+    With ``html``, that document is rendered instead of loading ``url`` (which then
+    only labels the ledger row); its sub-resources pass the address policy in the
+    browser like any page's.
+    """
+    if html is None:
+        state.policy.check_url(url)
     if account.balance < 1:
         raise InsufficientCredits("no credits remaining", details={"required": 1, "available": 0})
     with _doing_work(request, state, account, "capture"):
-        return await _charged_capture(state, account, url, options)
+        return await _charged_capture(state, account, url, options, html)
+
+
+async def _capture(state: ServiceState, url: str, options: CaptureOptions, html: str | None) -> Any:
+    if html is None:
+        return await state.pool.capture(url, options)
+    render = getattr(state.pool, "capture_html", None)
+    if render is None:  # an engine without HTML input
+        raise ValidationError("html input is not available on this server", field="html")
+    return await render(html, options)
 
 
 async def _charged_capture(
-    state: ServiceState, account: Account, url: str, options: CaptureOptions
+    state: ServiceState,
+    account: Account,
+    url: str,
+    options: CaptureOptions,
+    html: str | None = None,
 ) -> tuple[Any, int]:
     ledger = state.ledger
     # Shielded together: once the credit is reserved, this request must also hold the
@@ -674,13 +759,13 @@ async def _charged_capture(
         claims = await ledger.claim(job.id, limit=1, lease_seconds=options.timeout / 1000 * 3 + 60)
     claim = claims[0]
     try:
-        shot = await state.pool.capture(url, options)
-    except (CaptureError, URLBlocked) as exc:
+        shot = await _capture(state, url, options, html)
+    except (CaptureError, URLBlocked, ValidationError) as exc:
         http_status = getattr(exc, "http_status", None)
         with trio.CancelScope(shield=True):
             await ledger.finish(claim, failed_result(exc))
             await ledger.fail_job(job.id, exc.code, exc.message)
-        if isinstance(exc, URLBlocked):
+        if isinstance(exc, (URLBlocked, ValidationError)):
             raise
         refused = _refused_input(exc)
         if refused is not None:
@@ -699,6 +784,18 @@ async def _charged_capture(
         await ledger.set_status(job.id, "completed")
     balance = (await ledger.account(account.id)).balance
     return shot, balance
+
+
+#: What a rendered HTML document's ledger row is labelled with (it has no URL).
+HTML_INPUT_URL: Final = "about:blank"
+
+
+def _html_document(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("html must be a non-empty string", field="html")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_HTML_BYTES:
+        raise ValidationError(f"html is over {MAX_HTML_BYTES // 1024} KiB of UTF-8", field="html")
+    return value
 
 
 def _refused_input(exc: CaptureError) -> ValidationError | None:
@@ -743,18 +840,27 @@ async def screenshot_post(
 ) -> Response:
     assert account is not None
     body = _object(await _json_body(request), "body")
-    if "url" not in body:
-        raise ValidationError("url is required", field="url")
-    url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
+    html: str | None = None
+    if "html" in body:
+        if "url" in body:
+            raise ValidationError("give url or html, not both", field="html")
+        html = _html_document(body["html"])
+        url = HTML_INPUT_URL
+    elif "url" not in body:
+        raise ValidationError("url (or html) is required", field="url")
+    else:
+        url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
     # response_type: Pixcap's, accepted and ignored (this endpoint always answers JSON).
-    rest = {k: v for k, v in body.items() if k not in ("url", "response_type", "responseType")}
+    rest = {
+        k: v for k, v in body.items() if k not in ("url", "html", "response_type", "responseType")
+    }
     options = _capture_options(rest)
-    shot, balance = await _shoot(request, state, account, url, options)
+    shot, balance = await _shoot(request, state, account, url, options, html)
     started = time.time() - shot.elapsed
     data = {
         "image": base64.b64encode(shot.data).decode(),
         "metadata": {
-            "url": url,
+            "url": None if html is not None else url,
             "finalUrl": shot.final_url,
             "width": shot.width,
             "height": shot.height,

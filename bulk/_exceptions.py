@@ -52,7 +52,8 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── LockHeld                      LOCKED             (another process holds the lock)
     ├── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
     ├── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
-    └── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
+    ├── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
+    └── OutputExists                  OUTPUT_EXISTS      (``bulk archive`` would replace work)
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ __all__ = [
     "NoPagesCaptured",
     "NoSitemapFound",
     "NoURLsFound",
+    "OutputExists",
     "PageTooLarge",
     "PayloadTooLarge",
     "RateLimitExceeded",
@@ -485,3 +487,12 @@ class InvalidArchive(BulkError):
     code = "INVALID_ARCHIVE"
     api_status = 400
     description = "The file is not a readable bulk archive (ZIP with a bulk _manifest.json)"
+
+class OutputExists(BulkError):
+    """``bulk archive`` was asked to write where earlier work is: an existing ``OUT``
+    (``--force`` replaces it) or an unfinished run in ``OUT.work`` (``--resume``
+    continues it, ``--force`` discards it). Nothing was touched."""
+
+    code = "OUTPUT_EXISTS"
+    api_status = 409
+    description = "The output or an unfinished run of it exists (--force replaces it)"

@@ -4,7 +4,8 @@ Loaded by Schemathesis itself (``SCHEMATHESIS_HOOKS=tests.schemathesis_hooks``),
 the loopback test site's origin in ``BULK_TEST_SITE``. They keep every request on
 this machine and every capture one that can succeed:
 
-- URL fields (``url``, ``sitemap_url``, ``webhook_url`` and their camelCase twins) may
+- URL fields (``url``, ``sitemap_url``, ``webhook_url``, their camelCase twins and the
+  items of ``urls``) may
   only be URLs of the loopback site: the schema is narrowed to them, a generated
   value outside them becomes ``""`` (refused before any I/O), and ``before_call``
   refuses to send a request that would still carry any other URL. No request ever
@@ -50,19 +51,37 @@ def before_load_schema(context: Any, raw_schema: dict[str, Any]) -> None:
     paths = raw_schema["paths"]
     bulk = paths["/bulk-screenshot"]["post"]["requestBody"]["content"]["application/json"]
     _narrow(bulk["schema"]["properties"], capture=False)
+    # URL lists: items of the loopback site only (the shape is the document's).
+    urls = bulk["schema"]["properties"]["urls"]
+    urls["items"]["anyOf"][0] = {"type": "string", "enum": PAGES}
+    urls["items"]["anyOf"][1]["properties"]["url"] = {"type": "string", "enum": PAGES}
     shot = paths["/screenshot"]["post"]["requestBody"]["content"]["application/json"]
     _narrow(shot["schema"]["properties"], capture=True)
+    # HTML input is rendered by the capture engine (its own tests); here every
+    # screenshot loads a page of the loopback site.
+    shot["schema"]["properties"].pop("html", None)
+    shot["schema"].pop("oneOf", None)
+    shot["schema"]["required"] = ["url"]
     for param in paths["/screenshot"]["get"]["parameters"]:
         if param["name"] == "url":
             param["schema"] = {"type": "string", "enum": PAGES}
 
 
-def _urls_of(case: Any) -> list[tuple[dict[str, Any], str]]:
-    """(container, key) of every URL field of a case (body and query)."""
-    out: list[tuple[dict[str, Any], str]] = []
+def _urls_of(case: Any) -> list[tuple[Any, Any]]:
+    """(container, key) of every URL field of a case (body and query), the items of a
+    URL list included."""
+    out: list[tuple[Any, Any]] = []
     for container in (case.body, case.query):
         if isinstance(container, dict):
             out += [(container, k) for k in SAFE if k in container]
+            items = container.get("urls")
+            if isinstance(items, list):
+                for index, item in enumerate(items):
+                    if isinstance(item, dict):
+                        if "url" in item:
+                            out.append((item, "url"))
+                    else:
+                        out.append((items, index))
     return out
 
 
@@ -132,6 +151,11 @@ def map_case(context: Any, case: Any) -> Any:
             _bound_capture(options)
             if isinstance(options.get("options"), dict):
                 _bound_capture(options["options"])
+            # A valid list may repeat a URL only with the same options: per-item
+            # options (tests/test_api_urls.py) are left out of generated lists.
+            for item in options.get("urls") or ():
+                if isinstance(item, dict):
+                    item.pop("options", None)
     return case
 
 

@@ -21,6 +21,7 @@ import trio
 
 from bulk._api import RateLimit
 from bulk._ledger import Ledger
+from bulk._openapi import MAX_BODY, MAX_LARGE_BODY
 from tests.servicekit import Service, balance, new_key, wait_for_status
 from tests.sitekit import Route, SiteServer, serve_site
 
@@ -266,10 +267,15 @@ async def test_not_json_and_too_large(service: Service, client: httpx.AsyncClien
     url = service.api("/bulk-screenshot")
     _err(await client.post(url, content=b"{nope", headers=_h(key)), 400, "VALIDATION_ERROR")
     _err(await client.post(url, content=b"NaN", headers=_h(key)), 400, "VALIDATION_ERROR")
-    big = json.dumps({"url": "example.com", "pad": "x" * 100_000}).encode()
+    # A URL list may be large (MAX_LARGE_BODY), other bodies not (MAX_BODY).
+    big = json.dumps({"url": "example.com", "pad": "x" * (MAX_LARGE_BODY + 1)}).encode()
+    medium = json.dumps({"email": "a@b.co", "pad": "x" * (MAX_BODY + 1)}).encode()
     # A sync client in a thread: the server answers 413 before reading the upload, and
     # httpx's async client would leave its body generator half-run (a test artefact).
     r = await trio.to_thread.run_sync(lambda: httpx.post(url, content=big, headers=_h(key)))
+    _err(r, 413, "PAYLOAD_TOO_LARGE")
+    register = service.api("/register")
+    r = await trio.to_thread.run_sync(lambda: httpx.post(register, content=medium))
     _err(r, 413, "PAYLOAD_TOO_LARGE")
 
 

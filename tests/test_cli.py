@@ -309,4 +309,7 @@ def test_discover_says_when_a_limit_cut_the_list_short() -> None:
     assert result.stderr.startswith("warning: ") and "deep" in result.stderr.lower()
     # --max-pages cuts the list too: said, with how many URLs the sitemaps list.
     assert full.code == 0 and len(full.stdout.split()) == 2
-    assert "warning: --max-pages 2 cut the list: the sitemaps list 4 URLs\n" in full.stderr
+    assert (
+        "warning: --max-pages 2 cut the list: the sitemaps list 4 URLs, only the first 2 "
+        "are taken (raise --max-pages for more)\n" in full.stderr
+    )

@@ -763,7 +763,10 @@ def test_discover_warns_when_max_pages_cut_the_list() -> None:
             "discover", server.url("/sitemap.xml"), "--allow=127.0.0.1", "--max-pages", "155"
         )
     assert cut.code == 0 and len(cut.stdout.split()) == 100
-    want = "warning: --max-pages 100 cut the list: the sitemaps list 155 URLs\n"
+    want = (
+        "warning: --max-pages 100 cut the list: the sitemaps list 155 URLs, only the first "
+        "100 are taken (raise --max-pages for more)\n"
+    )
     assert cut.stderr == want, cut.stderr
     assert whole.code == 0 and len(whole.stdout.split()) == 155 and whole.stderr == ""
 

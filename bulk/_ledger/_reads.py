@@ -18,11 +18,20 @@ import attrs
 from .._exceptions import IdempotencyKeyReused, InvalidAPIKey, JobNotFound
 from ._connection import LedgerCore
 from ._records import Account, JobRow, UrlRow
-from ._secrets import SecretBox, merge_secrets
+from ._secrets import SecretBox, merge_secrets, url_secret_id
 
-__all__ = ["Reads", "account_row", "hash_key", "idempotent_job", "load_job"]
+__all__ = [
+    "Reads",
+    "account_row",
+    "hash_key",
+    "idempotent_job",
+    "load_job",
+    "url_options",
+]
 
-_URL_FIELDS: Final = tuple(attrs.fields_dict(UrlRow))
+# The columns UrlRow takes as they are; options, extra_entries and facts are JSON.
+_URL_JSON: Final = frozenset({"options", "extra_entries", "facts"})
+_URL_FIELDS: Final = tuple(f for f in attrs.fields_dict(UrlRow) if f not in _URL_JSON)
 _JOB_COLUMNS: Final = (
     "id, kind, account_id, site, sitemap_urls, options, root, status, urls_complete, "
     "created_at, started_at, finished_at, expires_at, error_code, error_message, "
@@ -82,6 +91,30 @@ def _job_from_row(
         used=credits.get("use", 0) - reversed_,
         refunded=credits.get("refund", 0) + reversed_,
         secrets_unreadable=unreadable,
+    )
+
+
+def url_options(
+    job_id: str, seq: int, options: str | None, secrets: str | None, box: SecretBox | None
+) -> dict[str, Any] | None:
+    """A URL row's options override, its cookie and header values opened when ``box``
+    can (masked otherwise: the job has ended, or the key changed)."""
+    if options is None:
+        return None
+    value: dict[str, Any] = json.loads(options)
+    if secrets is not None and box is not None:
+        secret = box.open(url_secret_id(job_id, seq), secrets)
+        if secret is not None:
+            value = merge_secrets(value, secret)
+    return value
+
+
+def _url_row(row: sqlite3.Row, job_id: str, box: SecretBox | None) -> UrlRow:
+    return UrlRow(
+        **{k: row[k] for k in _URL_FIELDS},
+        options=url_options(job_id, row["seq"], row["options"], row["secrets"], box),
+        extra_entries=json.loads(row["extra_entries"]) if row["extra_entries"] else {},
+        facts=json.loads(row["facts"]) if row["facts"] else {},
     )
 
 
@@ -298,7 +331,7 @@ class Reads(LedgerCore):
 
         def q(conn: sqlite3.Connection) -> list[UrlRow]:
             return [
-                UrlRow(**{k: r[k] for k in _URL_FIELDS})
+                _url_row(r, job_id, self._box)
                 for r in conn.execute(
                     "SELECT * FROM job_urls WHERE job_id = ? ORDER BY seq", (job_id,)
                 )
