@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -80,15 +80,20 @@ class _Exit(Exception):
         self.code = code
 
 
-def _next_step(code: str | None) -> str:
+def _next_step(code: str | None, details: Mapping[str, Any] | None = None) -> str:
     """What to do about an error, where the CLI has a flag for it."""
     if code == "URL_BLOCKED":
+        if details and details.get("this_machine"):
+            return (
+                " (this machine: only --allow HOST|CIDR lets bulk reach it,"
+                " e.g. --allow 127.0.0.1)"
+            )
         return " (--allow-private or --allow HOST|CIDR lets bulk reach it)"
     return ""
 
 
 def _fail(exc: BulkError) -> NoReturn:
-    click.echo(f"{exc.code}: {exc.message}{_next_step(exc.code)}", err=True)
+    click.echo(f"{exc.code}: {exc.message}{_next_step(exc.code, exc.details)}", err=True)
     raise _Exit(EXIT_USAGE if exc.code in _USAGE_CODES else EXIT_ERROR)
 
 

@@ -378,7 +378,11 @@ class EgressPolicy:
             message = f"{host} is not a public address"
         else:
             message = f"{host} resolves to a non-public address"
-        raise URLBlocked(message, details={"host": host})
+        details: dict[str, object] = {"host": host}
+        if _reaches_this_host(ip):
+            # Only --allow opens this machine; the CLI's hint must not offer --allow-private.
+            details["this_machine"] = True
+        raise URLBlocked(message, details=details)
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         """Resolve ``host`` and check every address it resolves to.

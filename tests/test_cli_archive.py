@@ -53,7 +53,8 @@ def test_a_cut_list_is_said_everywhere_and_v_logs_every_page(tmp_path: Path) -> 
             "-v",
             "archive",
             site.url("/sitemap.xml"),
-            "--allow-private",
+            "--allow",
+            "127.0.0.0/8",
             "-o",
             out,
             "--max-pages",
@@ -89,7 +90,9 @@ def test_a_cut_list_is_said_everywhere_and_v_logs_every_page(tmp_path: Path) -> 
 def test_an_uncut_list_is_not_called_truncated(tmp_path: Path) -> None:
     out = tmp_path / "all.zip"
     with SiteServer(routes=_pages(2)) as site:
-        result = run_bulk("archive", site.url("/sitemap.xml"), "--allow-private", "-o", out, "-q")
+        result = run_bulk(
+            "archive", site.url("/sitemap.xml"), "--allow", "127.0.0.0/8", "-o", out, "-q"
+        )
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["truncated"] is False and summary["found"] is None
@@ -104,12 +107,13 @@ def test_most_urls_on_another_host_is_warned(tmp_path: Path) -> None:
         with SiteServer(routes=staging_routes) as staging:
             out = tmp_path / "s.zip"
             result = run_bulk(
-                "archive", staging.url("/sitemap.xml"), "--allow-private", "-o", out, "-q"
+                "archive", staging.url("/sitemap.xml"), "--allow", "127.0.0.0/8", "-o", out, "-q"
             )
             own = run_bulk(
                 "archive",
                 staging.url("/sitemap.xml"),
-                "--allow-private",
+                "--allow",
+                "127.0.0.0/8",
                 "-o",
                 tmp_path / "own.zip",
                 "-q",
@@ -135,7 +139,10 @@ def test_same_host_takes_localhost_and_127_0_0_1_as_one() -> None:
         result = run_cli(
             "discover",
             f"http://localhost:{site.port}/sitemap.xml",
-            "--allow-private",
+            "--allow",
+            "127.0.0.0/8",
+            "--allow",
+            "localhost",
             "--same-host",
         )
     assert result.code == 0, result.stderr
@@ -146,12 +153,19 @@ def test_earlier_work_is_not_thrown_away_without_a_flag(tmp_path: Path) -> None:
     out = tmp_path / "k.zip"
     out.write_bytes(b"an earlier archive")
     with SiteServer(routes=_pages(1)) as site:
-        refused = run_cli("archive", site.url("/sitemap.xml"), "--allow-private", "-o", out)
+        refused = run_cli("archive", site.url("/sitemap.xml"), "--allow", "127.0.0.0/8", "-o", out)
         assert refused.code == 2
         assert refused.stderr.splitlines() == [f"OUTPUT_EXISTS: {out} exists: --force replaces it"]
         assert out.read_bytes() == b"an earlier archive"
         forced = run_bulk(
-            "archive", site.url("/sitemap.xml"), "--allow-private", "-o", out, "--force", "-q"
+            "archive",
+            site.url("/sitemap.xml"),
+            "--allow",
+            "127.0.0.0/8",
+            "-o",
+            out,
+            "--force",
+            "-q",
         )
         assert forced.code == 0, forced.stderr
         assert zipfile.is_zipfile(out)
@@ -160,7 +174,7 @@ def test_earlier_work_is_not_thrown_away_without_a_flag(tmp_path: Path) -> None:
         work.mkdir()
         (work / "marker").write_text("x")
         out.unlink()
-        again = run_cli("archive", site.url("/sitemap.xml"), "--allow-private", "-o", out)
+        again = run_cli("archive", site.url("/sitemap.xml"), "--allow", "127.0.0.0/8", "-o", out)
         assert again.code == 2
         assert again.stderr.splitlines() == [
             f"OUTPUT_EXISTS: {work} holds an unfinished run: --resume continues it, "
@@ -175,9 +189,9 @@ def test_blocked_and_unreachable_say_what_to_do(tmp_path: Path) -> None:
         port = site.port
     assert blocked.code == 1
     assert blocked.stderr.startswith("URL_BLOCKED:")
-    assert "--allow-private or --allow HOST|CIDR" in blocked.stderr
+    assert "only --allow HOST|CIDR lets bulk reach it" in blocked.stderr
     # nothing listens any more: the port and the reason are kept
-    gone = run_cli("discover", f"127.0.0.1:{port}", "--allow-private")
+    gone = run_cli("discover", f"127.0.0.1:{port}", "--allow", "127.0.0.0/8")
     assert gone.code == 1
     line = gone.stderr.strip()
     assert line.startswith(f"FETCH_ERROR: could not reach 127.0.0.1:{port}: "), line
@@ -202,7 +216,8 @@ def test_interrupted_run_prints_a_summary_and_resume_counts_right(tmp_path: Path
                 *BULK,
                 "archive",
                 site.url("/sitemap.xml"),
-                "--allow-private",
+                "--allow",
+                "127.0.0.0/8",
                 "-o",
                 str(out),
                 "--concurrency",
@@ -229,7 +244,8 @@ def test_interrupted_run_prints_a_summary_and_resume_counts_right(tmp_path: Path
         resumed = run_bulk(
             "archive",
             site.url("/sitemap.xml"),
-            "--allow-private",
+            "--allow",
+            "127.0.0.0/8",
             "-o",
             out,
             "--resume",
@@ -253,7 +269,8 @@ def test_resume_with_other_options_names_the_option(tmp_path: Path) -> None:
                 *BULK,
                 "archive",
                 site.url("/sitemap.xml"),
-                "--allow-private",
+                "--allow",
+                "127.0.0.0/8",
                 "-o",
                 str(out),
                 "-q",
@@ -270,7 +287,8 @@ def test_resume_with_other_options_names_the_option(tmp_path: Path) -> None:
         result = run_cli(
             "archive",
             site.url("/sitemap.xml"),
-            "--allow-private",
+            "--allow",
+            "127.0.0.0/8",
             "-o",
             out,
             "--resume",
@@ -299,7 +317,16 @@ def test_archive_urls_from_a_file_and_from_stdin(tmp_path: Path) -> None:
         )
         out = tmp_path / "list.zip"
         result = run_bulk(
-            "archive", "--urls", listing, "-o", out, "--allow-private", "-q", "--name", "my-pages"
+            "archive",
+            "--urls",
+            listing,
+            "-o",
+            out,
+            "--allow",
+            "127.0.0.0/8",
+            "-q",
+            "--name",
+            "my-pages",
         )
         assert result.code == 0, result.stderr
         summary = json.loads(result.stdout)
@@ -328,7 +355,8 @@ def test_archive_urls_from_a_file_and_from_stdin(tmp_path: Path) -> None:
                 "-",
                 "-o",
                 str(tmp_path / "in.zip"),
-                "--allow-private",
+                "--allow",
+                "127.0.0.0/8",
                 "-q",
                 "--max-pages",
                 "1",
@@ -356,7 +384,9 @@ def test_a_bad_url_list_is_refused_whole_with_line_numbers(tmp_path: Path) -> No
     listing.write_text(
         'http://127.0.0.1:9/a\nftp://nope/\n{"url": "http://127.0.0.1:9/b", "x": 1}\n'
     )
-    result = run_cli("archive", "--urls", listing, "-o", tmp_path / "b.zip", "--allow-private")
+    result = run_cli(
+        "archive", "--urls", listing, "-o", tmp_path / "b.zip", "--allow", "127.0.0.0/8"
+    )
     assert result.code == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("VALIDATION_ERROR: ")

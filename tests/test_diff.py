@@ -152,25 +152,27 @@ def _noise(size: tuple[int, int], seed: int) -> tuple[Image.Image, Image.Image]:
     return a, b
 
 
-CASES = [
-    pytest.param(*_noise((48, 40), seed), 0.1, id=f"noise-{seed}") for seed in range(4)
-] + [
-    pytest.param(
-        _text_image((160, 30), "Quarterly 2026", (0, 0)),
-        _text_image((160, 30), "Quarterly 2026", (1, 0)),
-        threshold,
-        id=f"subpixel-text-{threshold}",
-    )
-    for threshold in (0.05, 0.1)
-] + [
-    pytest.param(
-        _text_image((160, 30), "Price: 10 EUR", (0, 0)),
-        _text_image((160, 30), "Price: 12 EUR", (0, 0)),
-        threshold,
-        id=f"text-edit-{threshold}",
-    )
-    for threshold in (0.1, 0.3)
-]
+CASES = (
+    [pytest.param(*_noise((48, 40), seed), 0.1, id=f"noise-{seed}") for seed in range(4)]
+    + [
+        pytest.param(
+            _text_image((160, 30), "Quarterly 2026", (0, 0)),
+            _text_image((160, 30), "Quarterly 2026", (1, 0)),
+            threshold,
+            id=f"subpixel-text-{threshold}",
+        )
+        for threshold in (0.05, 0.1)
+    ]
+    + [
+        pytest.param(
+            _text_image((160, 30), "Price: 10 EUR", (0, 0)),
+            _text_image((160, 30), "Price: 12 EUR", (0, 0)),
+            threshold,
+            id=f"text-edit-{threshold}",
+        )
+        for threshold in (0.1, 0.3)
+    ]
+)
 
 
 @pytest.mark.parametrize(("a", "b", "threshold"), CASES)
@@ -402,8 +404,7 @@ def _site(root: Path, version: int) -> None:
         "image.html": page.format('<img src="/pic.png" width="300" height="200">'),
         # Moved by a tenth of a pixel: other bytes, only anti-aliasing differs.
         "aa.html": page.format(
-            heading.format("" if version == 1 else ' style="transform:translate(0.1px,0)"')
-            + body
+            heading.format("" if version == 1 else ' style="transform:translate(0.1px,0)"') + body
         ),
         ("gone.html" if version == 1 else "new.html"): page.format("<p>Here today</p>"),
     }
@@ -425,11 +426,13 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     root.mkdir()
     _site(root, 1)
     with SiteServer(root) as site:
-        first = run_bulk("archive", site.origin, "--allow-private", "-q", "-o", tmp / "old.zip")
+        first = run_bulk(
+            "archive", site.origin, "--allow", "127.0.0.0/8", "-q", "-o", tmp / "old.zip"
+        )
         assert first.code == 0, first.stderr
         _site(root, 2)
         second = run_bulk(
-            "archive", site.origin, "--allow-private", "-q", "-o", tmp / "new.zip",
+            "archive", site.origin, "--allow", "127.0.0.0/8", "-q", "-o", tmp / "new.zip",
             "--compare-with", tmp / "old.zip",
         )  # fmt: skip
         assert second.code == 0, second.stderr
@@ -531,13 +534,15 @@ def test_a_comparison_that_fails_leaves_the_archive_written(
     broken = _make_zip(tmp_path / "broken.zip", {site.url("/"): ("index.png", b"not a png")})
     out = tmp_path / "out.zip"
     result = run_bulk(
-        "archive", site.origin, "--allow-private", "-q", "-o", out, "--compare-with", broken
+        "archive", site.origin, "--allow", "127.0.0.0/8", "-q", "-o", out, "--compare-with", broken
     )
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["ok"] == 6 and summary["changes"] is None
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        f"warning: the comparison with {broken} failed: INVALID_ARCHIVE: "
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"warning: the comparison with {broken} failed: INVALID_ARCHIVE: ")
     )
     with zipfile.ZipFile(out) as zf:
         assert zf.testzip() is None

@@ -34,6 +34,15 @@ BARE_CODE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 NOT_CODES = {
     "PLAYWRIGHT_BROWSERS_PATH",  # an environment variable
     "PROXY_CONNECT_FAILED",  # a Chromium net error, reported in ``details``
+    # the launcher's environment for Chromium, and names of libc/os constants
+    "FONTCONFIG_FILE",
+    "FONTCONFIG_PATH",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_DIRS",
+    "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_PDEATHSIG",
+    "SC_OPEN_MAX",
 }
 
 # ../shared/CONTRACT.md: these never change.
