@@ -108,7 +108,8 @@ def test_every_error_code_is_documented_with_its_status() -> None:
 _SPACES = st.sampled_from(
     list(" \t\n\x0b\x0c\r\x1c\x1f\x85\xa0\u1680\u2000\u2028\u3000\ufeff\x00\x7f")
 )
-_CHARS = st.one_of(_SPACES, st.characters(), st.sampled_from(list("@.a")))
+# Lone surrogates cannot be validated by jsonschema_rs (they are not UTF-8).
+_CHARS = st.one_of(_SPACES, st.characters(codec="utf-8"), st.sampled_from(list("@.a")))
 _PIECE = st.text(_CHARS, min_size=0, max_size=6)
 
 
