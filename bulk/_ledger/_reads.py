@@ -190,6 +190,29 @@ def idempotent_job(
     return load_job(conn, row["id"], box)
 
 
+def _active_key_account(conn: sqlite3.Connection, digest: str) -> Account | None:
+    """The account of the active key whose hash is ``digest`` (one query), or None."""
+    row = conn.execute(
+        "SELECT k.id AS key_id, k.key_hash, k.prefix, a.id, a.email, a.plan, a.balance, "
+        "a.webhook_secret FROM api_keys k JOIN accounts a ON a.id = k.account_id "
+        "WHERE k.key_hash = ? AND k.active = 1",
+        (digest,),
+    ).fetchone()
+    # The lookup is by hash (no timing signal about the key itself); the
+    # compare_digest is the belt to that brace.
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        return None
+    return Account(
+        id=row["id"],
+        email=row["email"],
+        plan=row["plan"],
+        balance=row["balance"],
+        webhook_secret=row["webhook_secret"],
+        api_key_id=row["key_id"],
+        key_prefix=row["prefix"],
+    )
+
+
 class Reads(LedgerCore):
     """The read operations of ``Ledger`` (read-only connections)."""
 
@@ -202,22 +225,44 @@ class Reads(LedgerCore):
             InvalidAPIKey: Unknown or revoked key.
         """
         digest = hash_key(key)
-
-        def q(conn: sqlite3.Connection) -> Account | None:
-            row = conn.execute(
-                "SELECT id, account_id, key_hash FROM api_keys WHERE key_hash = ? AND active = 1",
-                (digest,),
-            ).fetchone()
-            # The lookup is by hash (no timing signal about the key itself); the
-            # compare_digest is the belt to that brace.
-            if row is None or not hmac.compare_digest(row["key_hash"], digest):
-                return None
-            return account_row(conn, row["account_id"], row["id"])
-
-        account = await self._read(q)
+        account = await self._read(lambda conn: _active_key_account(conn, digest))
         if account is None:
             raise InvalidAPIKey("the API key is invalid or inactive")
         return account
+
+    async def authenticate_job(self, key: str, job_id: str | None) -> tuple[Account, JobRow | None]:
+        """``authenticate`` and ``job`` in one read: what a job's status needs.
+
+        One read transaction on one worker thread: the key is checked against the
+        database on every call (a key revoked by any process stops working at once)
+        and the job is read from the same snapshot.
+
+        Args:
+            key: The API key as the client sent it.
+            job_id: The job to read; None reads none (a malformed id, say).
+
+        Returns:
+            The key's account, and the job when it exists and belongs to that
+            account (None otherwise: the caller says "not found" either way).
+
+        Raises:
+            InvalidAPIKey: Unknown or revoked key (checked before the job is looked at).
+        """
+        digest = hash_key(key)
+
+        def q(conn: sqlite3.Connection) -> tuple[Account, JobRow | None] | None:
+            account = _active_key_account(conn, digest)
+            if account is None:
+                return None
+            job = load_job(conn, job_id, self._box) if job_id is not None else None
+            if job is not None and job.account_id != account.id:
+                job = None
+            return account, job
+
+        found = await self._read(q)
+        if found is None:
+            raise InvalidAPIKey("the API key is invalid or inactive")
+        return found
 
     async def account(self, account_id: int) -> Account:
         """An account by id.
