@@ -255,7 +255,7 @@ def _options_from_query(params: Mapping[str, str]) -> dict[str, Any]:
         elif spec.kind == "str_list":
             # Every item counts (an empty one is refused, as in a JSON body).
             value = raw.split(",") if raw else []
-        elif spec.kind in ("cookies", "headers"):
+        elif spec.kind in ("cookies", "headers", "actions"):
             try:
                 value = json.loads(raw)
             except ValueError:

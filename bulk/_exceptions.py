@@ -30,7 +30,8 @@ error is one new class in this module, with those three attributes, and nothing 
     │   ├── SelectorNotFound          SELECTOR_NOT_FOUND
     │   ├── BrowserCrashed            BROWSER_CRASHED
     │   ├── DownloadRefused           DOWNLOAD_REFUSED   (the URL is a file download)
-    │   └── PageTooLarge              PAGE_TOO_LARGE     (over the pixel or memory cap)
+    │   ├── PageTooLarge              PAGE_TOO_LARGE     (over the pixel or memory cap)
+    │   └── ActionFailed              ACTION_FAILED      (a step of the actions script)
     ├── BrowserUnavailable            CHROMIUM_NOT_FOUND
     ├── APIKeyRequired                API_KEY_REQUIRED
     ├── InvalidAPIKey                 INVALID_API_KEY
@@ -62,6 +63,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "APIKeyRequired",
+    "ActionFailed",
     "ArchiveError",
     "BrowserCrashed",
     "BrowserUnavailable",
@@ -474,3 +476,11 @@ class ArchiveError(BulkError, ValueError):
     api_status = 500
     description = "The ZIP could not be made (an internal error; the job's credits are refunded)"
 
+
+class ActionFailed(CaptureError):
+    """A step of the capture script (the ``actions`` option) failed; ``details`` has
+    ``step`` (its index), ``action`` (its kind) and ``reason``."""
+
+    code = "ACTION_FAILED"
+    api_status = 500
+    description = "A step of the actions script failed (details: step, action, reason)"

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ._exceptions import error_table
+from ._actions import ACTIONS_JSON_SCHEMA
 from ._options import FORBIDDEN_HEADERS, LIMITS, OPTION_SPECS, TOKEN_PATTERN, OptionSpec
 from ._ratelimit import RateLimit
 from ._version import __version__
@@ -88,8 +89,12 @@ def _option_schema(spec: OptionSpec) -> dict[str, Any]:
         schema = {"type": "boolean"}
     elif spec.kind == "choice":
         schema = {"type": "string", "enum": list(spec.choices)}
+    elif spec.kind == "str" and spec.pattern is not None:
+        schema = {"type": "string", "maxLength": LIMITS["str"], "pattern": spec.pattern}
     elif spec.kind == "str":
         schema = _text(LIMITS["str"])
+    elif spec.kind == "actions":
+        schema = dict(ACTIONS_JSON_SCHEMA)
     elif spec.kind == "str_list":
         schema = {"type": "array", "items": _text(LIMITS["str"]), "maxItems": LIMITS["list"]}
     elif spec.kind == "cookies":
@@ -417,7 +422,7 @@ def openapi_document(
     # camelCase twin is also accepted, but a parameter list cannot say "not both").
     for spec in OPTION_SPECS:
         param: dict[str, Any] = {"name": spec.name, "in": "query", "required": False}
-        if spec.kind in ("cookies", "headers"):
+        if spec.kind in ("cookies", "headers", "actions"):
             # JSON in the query string.
             param["content"] = {"application/json": {"schema": options[spec.name]}}
         else:
@@ -531,7 +536,12 @@ def openapi_document(
                     "responses": {
                         "200": {
                             "description": "Image",
-                            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                            "content": {
+                                "image/png": {},
+                                "image/jpeg": {},
+                                "image/webp": {},
+                                "application/pdf": {},
+                            },
                             "headers": {**rate_headers, **image_headers},
                         },
                         **errors(400, 401, 402, 429, 500, 503),
