@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ._exceptions import error_table
 from ._actions import ACTIONS_JSON_SCHEMA
+from ._exceptions import error_table
 from ._options import FORBIDDEN_HEADERS, LIMITS, OPTION_SPECS, TOKEN_PATTERN, OptionSpec
 from ._ratelimit import RateLimit
 from ._version import __version__

@@ -35,6 +35,10 @@ class PageSlot:
     uses: int = 0
     # Popups being closed; a capture waits for them before it returns.
     closing: set[asyncio.Future[None]] = attrs.field(factory=set)
+    # block_media / block_ads: whether the page's requests are routed, and how many
+    # requests it dropped so far (each capture reports its own difference).
+    routed: bool = False
+    blocked: int = 0
 
 
 @attrs.define(eq=False)

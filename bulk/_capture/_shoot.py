@@ -16,7 +16,6 @@ import asyncio
 import base64
 import io
 import math
-import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -24,6 +23,8 @@ import attrs
 from PIL import Image
 from playwright.async_api import Locator
 from playwright.async_api import TimeoutError as PlaywrightTimeout
+from pypdf import PdfReader
+from pypdf.errors import PyPdfError
 
 from .._exceptions import PageTooLarge, SelectorNotFound
 from .._options import FULL_PAGE_MAX_HEIGHT, CaptureOptions
@@ -83,27 +84,19 @@ def image_size(data: bytes) -> tuple[int, int]:
         return img.size
 
 
-_MEDIA_BOX: Final = re.compile(rb"/MediaBox\s*\[\s*([-0-9.]+)\s+([-0-9.]+)\s+([-0-9.]+)\s+([-0-9.]+)")
-_PAGES_COUNT: Final = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)|/Count\s+(\d+)[^>]*?/Type\s*/Pages\b")
-_PAGE: Final = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
-
-
 def pdf_info(data: bytes) -> tuple[int, float, float]:
-    """The page count and the first page's width and height (points) of a PDF that
-    Chromium wrote (its page objects are plain dictionaries, not compressed streams).
+    """The page count and the first page's width and height (points) of a PDF.
 
     Raises:
-        ValueError: Not such a PDF.
+        ValueError: Not a PDF that can be read.
     """
-    if not data.startswith(b"%PDF-"):
-        raise ValueError("not a PDF")
-    box = _MEDIA_BOX.search(data)
-    if box is None:
-        raise ValueError("no page size in the PDF")
-    x0, y0, x1, y1 = (float(v) for v in box.groups())
-    counts = [int(a or b) for a, b in _PAGES_COUNT.findall(data)]
-    pages = max(counts) if counts else len(_PAGE.findall(data))
-    return pages, abs(x1 - x0), abs(y1 - y0)
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = len(reader.pages)
+        box = reader.pages[0].mediabox
+    except (PyPdfError, IndexError, KeyError, ValueError) as exc:
+        raise ValueError(f"not a readable PDF: {exc}") from None
+    return pages, float(box.width), float(box.height)
 
 
 async def shoot(
