@@ -194,7 +194,7 @@ def validate_actions(steps: Iterable[Action], field: str = "actions") -> None:
             if step.name in names:
                 raise ValidationError(
                     f"{where}: a screenshot named {step.name!r} comes earlier",
-                    field=f"{where}.name",
+                    field=f"{where}.screenshot.name",
                 )
             names.add(step.name)
     if len(names) > MAX_SCREENSHOTS:

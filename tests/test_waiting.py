@@ -18,6 +18,7 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import attrs
 import pytest
@@ -152,11 +153,11 @@ async def test_dead_stylesheet_host_gives_a_partial_capture_not_a_failure(
     assert isinstance(stuck, CaptureTimeout)
 
 
-async def _all(*calls: Callable[[], object]) -> list[object]:
-    results: list[object] = [None] * len(calls)
+async def _all(*calls: Callable[[], Any]) -> list[Any]:
+    results: list[Any] = [None] * len(calls)
 
-    async def one(i: int, call: Callable[[], object]) -> None:
-        results[i] = await call()  # type: ignore[misc]
+    async def one(i: int, call: Callable[[], Any]) -> None:
+        results[i] = await call()
 
     async with trio.open_nursery() as nursery:
         for i, call in enumerate(calls):

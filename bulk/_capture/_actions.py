@@ -33,7 +33,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from .._actions import Action
 from .._exceptions import ActionFailed, CaptureError, CaptureTimeout, URLBlocked
 from . import _scripts as js
-from ._errors import looks_closed
+from ._errors import looks_closed, net_error, net_error_message
 from ._shoot import SELECTOR_MARGIN_MS
 
 __all__ = ["STEP_TIMEOUT", "Runner", "run_actions"]
@@ -87,6 +87,9 @@ async def run_actions(runner: Runner, steps: tuple[Action, ...]) -> None:
         except PlaywrightError as exc:
             if looks_closed(exc) or "crashed" in str(exc).lower():
                 raise  # the engine tells a dead page from a dead browser
+            net = net_error(exc)
+            if net is not None:
+                raise _failed(index, step, net_error_message(net), net_error=net) from None
             raise _failed(index, step, _reason(exc)) from None
 
 
@@ -174,6 +177,7 @@ async def _run(runner: Runner, step: Action) -> None:
             await _bounded(runner, lambda ms: loc.press(step.key or "", timeout=ms))
         elif kind == "scroll":
             await _bounded(runner, lambda ms: loc.scroll_into_view_if_needed(timeout=ms))
+            await _bounded(runner, lambda ms: page.evaluate(js.SCROLL_TO, None))
         elif kind == "wait_for_selector":
             await _bounded(runner, lambda ms: loc.wait_for(state="visible", timeout=ms))
         else:  # pragma: no cover - parse_actions admits no other kind
