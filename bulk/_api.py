@@ -647,6 +647,9 @@ async def _shoot(
 ) -> tuple[Any, int]:
     """One charged capture: reserve 1 credit, capture, use or refund it."""
     state.policy.check_url(url)
+    # Where the capture script goes passes the same policy, before any credit.
+    for target in options.goto_urls:
+        state.policy.check_url(target)
     if account.balance < 1:
         raise InsufficientCredits("no credits remaining", details={"required": 1, "available": 0})
     with _doing_work(request, state, account, "capture"):
@@ -685,9 +688,11 @@ async def _charged_capture(
         refused = _refused_input(exc)
         if refused is not None:
             raise refused from None
+        # What the engine knows (a net error's name, a failed step's index) stays.
+        extra = exc.details if isinstance(exc.details, dict) else {}
         raise CaptureError(
             f"failed to capture the page: {exc.message}",
-            details={"reason": exc.code, "http_status": http_status},
+            details={**extra, "reason": exc.code, "http_status": http_status},
         ) from None
     except BaseException:
         with trio.CancelScope(shield=True):
