@@ -21,6 +21,7 @@ from bulk._capture import BrowserPool, PoolConfig, Screenshot
 from bulk._exceptions import ActionFailed, BulkError, URLBlocked, ValidationError
 from bulk._options import CaptureOptions, parse_actions_arg
 from bulk._policy import EgressPolicy
+from tests.conftest import run_bulk
 from tests.sitekit import Route, SiteServer
 
 POLICY = EgressPolicy(allow=("127.0.0.1/32",))
@@ -249,3 +250,32 @@ async def test_a_failing_step_names_its_index_and_goto_passes_the_policy(
     assert isinstance(unsafe, ActionFailed) and unsafe.details["step"] == 1
     assert unsafe.details["net_error"] == "ERR_UNSAFE_PORT"
     assert "refuses to connect to this port" in unsafe.message
+
+
+@pytest.mark.browser
+def test_bulk_shot_writes_the_script_pictures_next_to_the_image(
+    site: SiteServer, tmp_path: Any
+) -> None:
+    out = tmp_path / "page.png"
+    script = json.dumps([{"screenshot": "before"}, {"click": "#b"}, {"screenshot": "after"}])
+    result = run_bulk("shot", site.url("/"), "-o", out, "--allow-private", "--actions", script)
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [s["name"] for s in report["shots"]] == ["before", "after"]
+    before = (tmp_path / "page.before.png").read_bytes()
+    after = (tmp_path / "page.after.png").read_bytes()
+    assert near(color(before, 20, 20), RED) and near(color(after, 20, 20), GREEN)
+    assert out.is_file() and report["load"] == "complete"
+    # goto passes the address policy before anything runs.
+    goto = json.dumps([{"goto": "http://127.0.0.2:8080/"}])
+    loads = len(site.hits("/"))
+    refused = run_bulk(
+        "shot", site.url("/"), "-o", tmp_path / "no.png", "--allow", "127.0.0.1/32",
+        "--actions", goto,
+    )  # fmt: skip
+    assert refused.code != 0 and "URL_BLOCKED" in refused.stderr
+    assert "127.0.0.2" in refused.stderr and not (tmp_path / "no.png").exists()
+    assert len(site.hits("/")) == loads  # refused before the page was loaded
+    # A bad script is refused before anything runs.
+    bad = run_bulk("shot", site.url("/"), "-o", out, "--actions", '[{"tap": "#b"}]')
+    assert bad.code == 2 and "actions[0]" in bad.stderr
