@@ -11,8 +11,9 @@ this machine and every capture one that can succeed:
   makes the service resolve a name or leave 127.0.0.1.
 - In cases that are valid by the schema, the options that decide whether a page can
   be captured at all are set to what the site has (selectors that exist, capture
-  scripts that work on it and stay on it), and waits are bounded (a long ``timeout``, a short ``delay``), so that a 5xx is a bug, not a
-  selector that matches nothing on a slow machine.
+  scripts that work on it and stay on it), and waits are bounded (a long
+  ``timeout``, a short ``delay``), so that a 5xx is a bug, not a selector that
+  matches nothing on a slow machine.
 """
 
 from __future__ import annotations

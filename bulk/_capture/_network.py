@@ -1,6 +1,6 @@
 """What a page is loading: its requests in flight, by host, and waiting for quiet.
 
-``NetworkWatch`` follows one page's requests during one capture (Playwright's
+``NetworkWatch`` follows one page's requests (Playwright's
 ``request``, ``requestfinished`` and ``requestfailed`` events). It answers the two
 questions the capture steps ask: has the network been quiet enough for long enough
 (``wait_quiet``, behind ``wait_until: mostly_idle``), and, when a page is captured
@@ -17,7 +17,6 @@ from contextlib import suppress
 from typing import Final, final
 from urllib.parse import urlsplit
 
-from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, Request
 
 __all__ = ["NetworkWatch"]
@@ -32,7 +31,7 @@ _LEVELS: Final = (0, 1, 2)
 
 @final
 class NetworkWatch:
-    """The requests of one page since ``attach``, until ``detach``.
+    """The requests of one page since ``attach`` (counted since ``restart``).
 
     Attributes:
         started: Requests the page started (redirect hops each count).
@@ -46,19 +45,17 @@ class NetworkWatch:
         self._busy_at: dict[int, float] = {}
         self.started = 0
 
+    def restart(self) -> None:
+        """Count from now: a page reused for another capture keeps its watch (its
+        listeners stay, so the driver is not asked to re-subscribe every time)."""
+        self.started = 0
+        self._busy_at.clear()
+        self._changed.clear()
+
     def attach(self) -> None:
         self._page.on("request", self._on_request)
         self._page.on("requestfinished", self._on_done)
         self._page.on("requestfailed", self._on_done)
-
-    def detach(self) -> None:
-        for event, handler in (
-            ("request", self._on_request),
-            ("requestfinished", self._on_done),
-            ("requestfailed", self._on_done),
-        ):
-            with suppress(PlaywrightError, ValueError, KeyError):
-                self._page.remove_listener(event, handler)
 
     def _on_request(self, request: Request) -> None:
         url = request.url

@@ -22,6 +22,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from .._options import CaptureOptions
 from ._config import CLOSE_TIMEOUT
+from ._network import NetworkWatch
 
 __all__ = ["ContextState", "PageSlot", "blank", "close_hard", "close_page", "done"]
 
@@ -39,6 +40,8 @@ class PageSlot:
     # requests it dropped so far (each capture reports its own difference).
     routed: bool = False
     blocked: int = 0
+    # The page's requests in flight (``_network.NetworkWatch``), from its first capture.
+    watch: NetworkWatch | None = None
 
 
 @attrs.define(eq=False)

@@ -45,9 +45,10 @@ __all__ = [
 _MAX_DEVICE_PIXELS_HIGH: Final = 16384
 # Device pixels of one image (RGBA in memory: 4 bytes each, in Chromium and Pillow).
 _MAX_DEVICE_PIXELS_AREA: Final = 64 * 1024 * 1024
-# SELECTOR_NOT_FOUND is decided this long before the deadline, so it is not lost in
-# a race with CAPTURE_TIMEOUT.
-SELECTOR_MARGIN_MS: Final = 300.0
+# SELECTOR_NOT_FOUND (and a failed script step) is decided this long before the
+# deadline, so it is not lost in a race with CAPTURE_TIMEOUT: on a busy machine the
+# loop thread may take a few hundred ms to hand the verdict back.
+SELECTOR_MARGIN_MS: Final = 1000.0
 # How long the element of ``selector`` gets to show once the page is ready (slower
 # content is what ``wait_for_selector`` is for).
 _ELEMENT_WAIT_MS: Final = 5000.0

@@ -177,7 +177,11 @@ class Capture:
         self.since = since
         self.proxy = proxy
         self.loop = asyncio.get_running_loop()
-        self.watch = NetworkWatch(slot.page)
+        if slot.watch is None:
+            slot.watch = NetworkWatch(slot.page)
+            slot.watch.attach()
+        self.watch: NetworkWatch = slot.watch
+        self.watch.restart()
         self.partial = False
         self.pending: set[str] = set()
         self.shots: list[NamedShot] = []
@@ -204,30 +208,26 @@ class Capture:
             await install_routes(self.page, opts, count)
             slot.routed = True
         blocked_before = slot.blocked
-        self.watch.attach()
+        if html is not None:
+            await self._set_content(html)
+        else:
+            assert url is not None
+            await self._navigate(url)
+        final_url = self.page.url
         try:
-            if html is not None:
-                await self._set_content(html)
-            else:
-                assert url is not None
-                await self._navigate(url)
+            await self._ready()
+            if opts.actions:
+                await run_actions(self, opts.actions)
+            shot = await self._shoot_ready()
             final_url = self.page.url
-            try:
-                await self._ready()
-                if opts.actions:
-                    await run_actions(self, opts.actions)
-                shot = await self._shoot_ready()
-                final_url = self.page.url
-                if html is None and refused(self.proxy, {hostname(final_url)}, self.since):
-                    # What is showing is the proxy's refusal (or Chromium's error page).
-                    raise URLBlocked("the egress policy blocked where the page navigated to")
-            except CaptureError as exc:
-                exc.http_status = exc.http_status or self.status
-                exc.final_url = exc.final_url or final_url
-                raise
-            requests = self.watch.started
-        finally:
-            self.watch.detach()
+            if html is None and refused(self.proxy, {hostname(final_url)}, self.since):
+                # What is showing is the proxy's refusal (or Chromium's error page).
+                raise URLBlocked("the egress policy blocked where the page navigated to")
+        except CaptureError as exc:
+            exc.http_status = exc.http_status or self.status
+            exc.final_url = exc.final_url or final_url
+            raise
+        requests = self.watch.started
         return Screenshot(
             data=shot.data,
             format=shot.format,
