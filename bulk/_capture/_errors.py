@@ -57,7 +57,7 @@ def net_error(exc: BaseException) -> str | None:
 # Chromium's net errors in words a person understands (keys: the name without ``ERR_``,
 # lower case). Through bulk's egress proxy an https page that cannot be reached is
 # always TUNNEL_CONNECTION_FAILED (the proxy's answer to CONNECT is hidden from the
-# page); the pool asks the address policy why (``explain_tunnel_failure``).
+# page); the capture asks the proxy why (``_steps.explain_tunnel_failure``).
 _NET_MESSAGES: Final = {
     "name_not_resolved": "the host name did not resolve (no such domain?)",
     "name_resolution_failed": "the host name did not resolve (DNS failed)",
