@@ -266,7 +266,7 @@ def _options_from_query(params: Mapping[str, str]) -> dict[str, Any]:
         elif spec.kind == "str_list":
             # Every item counts (an empty one is refused, as in a JSON body).
             value = raw.split(",") if raw else []
-        elif spec.kind in ("cookies", "headers"):
+        elif spec.kind in ("cookies", "headers", "actions"):
             try:
                 value = json.loads(raw)
             except ValueError:
@@ -752,6 +752,9 @@ async def _shoot(
     """
     if html is None:
         state.policy.check_url(url)
+    # Where the capture script goes passes the same policy, before any credit.
+    for target in options.goto_urls:
+        state.policy.check_url(target)
     if account.balance < 1:
         raise InsufficientCredits("no credits remaining", details={"required": 1, "available": 0})
     with _doing_work(request, state, account, "capture"):
@@ -761,10 +764,7 @@ async def _shoot(
 async def _capture(state: ServiceState, url: str, options: CaptureOptions, html: str | None) -> Any:
     if html is None:
         return await state.pool.capture(url, options)
-    render = getattr(state.pool, "capture_html", None)
-    if render is None:  # an engine without HTML input
-        raise ValidationError("html input is not available on this server", field="html")
-    return await render(html, options)
+    return await state.pool.capture_html(html, options)
 
 
 async def _charged_capture(
@@ -803,9 +803,11 @@ async def _charged_capture(
         refused = _refused_input(exc)
         if refused is not None:
             raise refused from None
+        # What the engine knows (a net error's name, a failed step's index) stays.
+        extra = exc.details if isinstance(exc.details, dict) else {}
         raise CaptureError(
             f"failed to capture the page: {exc.message}",
-            details={"reason": exc.code, "http_status": http_status},
+            details={**extra, "reason": exc.code, "http_status": http_status},
         ) from None
     except BaseException:
         with trio.CancelScope(shield=True):

@@ -270,7 +270,9 @@ def _capture_options(values: dict[str, Any], out: Path | None = None) -> Capture
     picked = {k: values.pop(k) for k in list(values) if k in _OPTION_NAMES}
     if out is not None and picked.get("format") is None:
         suffix = out.suffix.lower().lstrip(".")
-        picked["format"] = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix)
+        picked["format"] = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "pdf": "pdf"}.get(
+            suffix
+        )
     try:
         return options_from_cli(picked)
     except BulkError as exc:
@@ -846,15 +848,22 @@ def shot(url: str, out: Path, allow_private: bool, allow: tuple[str, ...], **val
     config = _pool_config(1, settings)
     try:
         target = policy.check_url(url).href
+        for goto in options.goto_urls:
+            policy.check_url(goto)
     except BulkError as exc:
         _fail(exc)
+
+    def named(name: str) -> Path:
+        # The capture script's extra pictures: next to the image, OUT.NAME.EXT.
+        return out.with_name(f"{out.stem}.{name}{out.suffix}")
 
     async def go() -> Any:
         async with BrowserPool.open(config, policy) as pool:
             shot = await pool.capture(target, options)
-        tmp = out.with_name(out.name + ".partial")
-        await trio.Path(tmp).write_bytes(shot.data)
-        os.replace(tmp, out)
+        for path, data in [(named(s.name), s.data) for s in shot.shots] + [(out, shot.data)]:
+            tmp = path.with_name(path.name + ".partial")
+            await trio.Path(tmp).write_bytes(data)
+            os.replace(tmp, path)
         return shot
 
     shot = _run_or_exit(go)
@@ -870,6 +879,15 @@ def shot(url: str, out: Path, allow_private: bool, allow: tuple[str, ...], **val
                 "bytes": len(shot.data),
                 "http_status": shot.http_status,
                 "elapsed_ms": round(shot.elapsed * 1000),
+                "load": shot.load,
+                "pending_hosts": list(shot.pending_hosts),
+                "truncated_height": shot.truncated_height,
+                "blocked_requests": shot.blocked_requests,
+                "pdf_pages": shot.pdf_pages,
+                "shots": [
+                    {"name": s.name, "output": str(named(s.name)), "bytes": len(s.data)}
+                    for s in shot.shots
+                ],
             }
         )
     )

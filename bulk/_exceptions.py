@@ -30,7 +30,8 @@ error is one new class in this module, with those three attributes, and nothing 
     │   ├── SelectorNotFound          SELECTOR_NOT_FOUND
     │   ├── BrowserCrashed            BROWSER_CRASHED
     │   ├── DownloadRefused           DOWNLOAD_REFUSED   (the URL is a file download)
-    │   └── PageTooLarge              PAGE_TOO_LARGE     (over the pixel or memory cap)
+    │   ├── PageTooLarge              PAGE_TOO_LARGE     (over the pixel or memory cap)
+    │   └── ActionFailed              ACTION_FAILED      (a step of the actions script)
     ├── BrowserUnavailable            CHROMIUM_NOT_FOUND
     ├── APIKeyRequired                API_KEY_REQUIRED
     ├── InvalidAPIKey                 INVALID_API_KEY
@@ -64,6 +65,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "APIKeyRequired",
+    "ActionFailed",
     "ArchiveError",
     "BrowserCrashed",
     "BrowserUnavailable",
@@ -488,6 +490,7 @@ class InvalidArchive(BulkError):
     api_status = 400
     description = "The file is not a readable bulk archive (ZIP with a bulk _manifest.json)"
 
+
 class OutputExists(BulkError):
     """``bulk archive`` was asked to write where earlier work is: an existing ``OUT``
     (``--force`` replaces it) or an unfinished run in ``OUT.work`` (``--resume``
@@ -496,3 +499,12 @@ class OutputExists(BulkError):
     code = "OUTPUT_EXISTS"
     api_status = 409
     description = "The output or an unfinished run of it exists (--force replaces it)"
+
+
+class ActionFailed(CaptureError):
+    """A step of the capture script (the ``actions`` option) failed; ``details`` has
+    ``step`` (its index), ``action`` (its kind) and ``reason``."""
+
+    code = "ACTION_FAILED"
+    api_status = 500
+    description = "A step of the actions script failed (details: step, action, reason)"

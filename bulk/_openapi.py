@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from ._actions import ACTIONS_JSON_SCHEMA
 from ._exceptions import error_table
 from ._options import FORBIDDEN_HEADERS, LIMITS, OPTION_SPECS, TOKEN_PATTERN, OptionSpec
 from ._ratelimit import RateLimit
@@ -95,8 +96,12 @@ def _option_schema(spec: OptionSpec) -> dict[str, Any]:
         schema = {"type": "boolean"}
     elif spec.kind == "choice":
         schema = {"type": "string", "enum": list(spec.choices)}
+    elif spec.kind == "str" and spec.pattern is not None:
+        schema = {"type": "string", "maxLength": LIMITS["str"], "pattern": spec.pattern}
     elif spec.kind == "str":
         schema = _text(LIMITS["str"])
+    elif spec.kind == "actions":
+        schema = dict(ACTIONS_JSON_SCHEMA)
     elif spec.kind == "str_list":
         schema = {"type": "array", "items": _text(LIMITS["str"]), "maxItems": LIMITS["list"]}
     elif spec.kind == "cookies":
@@ -471,7 +476,7 @@ def openapi_document(
     # camelCase twin is also accepted, but a parameter list cannot say "not both").
     for spec in OPTION_SPECS:
         param: dict[str, Any] = {"name": spec.name, "in": "query", "required": False}
-        if spec.kind in ("cookies", "headers"):
+        if spec.kind in ("cookies", "headers", "actions"):
             # JSON in the query string.
             param["content"] = {"application/json": {"schema": options[spec.name]}}
         else:
@@ -585,7 +590,12 @@ def openapi_document(
                     "responses": {
                         "200": {
                             "description": "Image",
-                            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                            "content": {
+                                "image/png": {},
+                                "image/jpeg": {},
+                                "image/webp": {},
+                                "application/pdf": {},
+                            },
                             "headers": {**rate_headers, **image_headers},
                         },
                         **errors(400, 401, 402, 429, 500, 503),

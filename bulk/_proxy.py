@@ -119,6 +119,11 @@ class ProxyStats:
     recent_blocked: deque[BlockedConnection] = attrs.field(
         factory=lambda: deque(maxlen=_RECENT_BLOCKED)
     )
+    #: The last allowed destinations that could not be connected to; ``reason`` is
+    #: Chromium's name for what happened (``ERR_NAME_NOT_RESOLVED``...).
+    recent_failed: deque[BlockedConnection] = attrs.field(
+        factory=lambda: deque(maxlen=_RECENT_BLOCKED)
+    )
 
 
 class _BadRequest(Exception):
@@ -197,6 +202,25 @@ class EgressProxy:
         return any(
             entry.at >= since and (not wanted or _normalise_host(entry.host) == wanted)
             for entry in list(self.stats.recent_blocked)
+        )
+
+    def recent_failure(self, host: str, since: float) -> tuple[str, str] | None:
+        """Why the proxy could not connect to ``host`` at or after ``since``, if it
+        could not: Chromium's name for it (``ERR_NAME_NOT_RESOLVED``,
+        ``ERR_CONNECTION_REFUSED``, ``ERR_CONNECTION_TIMED_OUT``) and ``host port N``.
+
+        A browser behind the proxy sees only ``ERR_TUNNEL_CONNECTION_FAILED`` (https)
+        or the proxy's 502 (http); the capture engine asks this to say what happened.
+        """
+        wanted = _normalise_host(host)
+        for entry in reversed(list(self.stats.recent_failed)):
+            if entry.at >= since and _normalise_host(entry.host) == wanted:
+                return entry.reason, f"{entry.host} port {entry.port}"
+        return None
+
+    def _failed(self, host: str, port: int, net_error: str) -> None:
+        self.stats.recent_failed.append(
+            BlockedConnection(host=host, port=port, reason=net_error, at=trio.current_time())
         )
 
     # -- serving -------------------------------------------------------------------
@@ -392,9 +416,16 @@ class EgressProxy:
             await self._refuse(client, url.hostname, url.port, exc)
             return None
         except (FetchError, InvalidURL) as exc:
+            resolved = "could not resolve" not in str(exc)
+            self._failed(
+                url.hostname,
+                url.port,
+                "ERR_CONNECTION_REFUSED" if resolved else "ERR_NAME_NOT_RESOLVED",
+            )
             await _reply(client, 502, "Bad Gateway", str(exc), error_code="NAVIGATION_ERROR")
             return None
         except trio.TooSlowError:
+            self._failed(url.hostname, url.port, "ERR_CONNECTION_TIMED_OUT")
             await _reply(
                 client,
                 502,

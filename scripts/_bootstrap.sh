@@ -121,8 +121,37 @@ _bulk_ensure_chromium_user() {
   fi
 }
 
+# Fonts for what pages show: emoji (colour), Chinese/Japanese/Korean, and Latin fonts
+# metric-compatible with Arial, Helvetica, Times and Courier (Liberation), so text is
+# neither empty boxes nor reflowed. Debian's package names; checked once per venv.
+BULK_FONT_PACKAGES="fonts-noto-color-emoji fonts-noto-cjk fonts-liberation2 fonts-dejavu-core"
+
+bulk_ensure_fonts() {
+  local stamp="$BULK_VENV/.bulk-fonts"
+  [ -f "$stamp" ] && return 0
+  if command -v fc-list >/dev/null 2>&1 \
+    && fc-list | grep -q "Noto Color Emoji" && fc-list | grep -q "Noto Sans CJK"; then
+    : > "$stamp"
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    _bulk_say "installing fonts for emoji, CJK and Latin text with apt-get (one time)..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || true
+    # shellcheck disable=SC2086  # a list of package names
+    if apt-get install -y -qq --no-install-recommends $BULK_FONT_PACKAGES >&2; then
+      : > "$stamp"
+      return 0
+    fi
+  fi
+  # Not fatal: pages still render, only emoji and CJK text show as empty boxes.
+  _bulk_say "FONTS_MISSING: emoji and CJK text will show as empty boxes; install $BULK_FONT_PACKAGES (Debian/Ubuntu names)"
+  : > "$stamp"
+}
+
 bulk_ensure_chromium() {
   _bulk_ensure_chromium_user
+  bulk_ensure_fonts
   if "$BULK_VENV/bin/python" -m bulk._config >/dev/null 2>&1; then
     return 0
   fi
@@ -134,7 +163,7 @@ bulk_ensure_chromium() {
     _bulk_say "no Chromium found: installing Debian's chromium with apt-get (one time)..."
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2 || true
-    if apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-dejavu-core >&2; then
+    if apt-get install -y -qq --no-install-recommends chromium $BULK_FONT_PACKAGES >&2; then
       "$BULK_VENV/bin/python" -m bulk._config >/dev/null && return 0
     fi
     _bulk_say "CHROMIUM_NOT_FOUND: 'apt-get install -y chromium' failed; install Chromium yourself or set BULK_CHROMIUM=/path/to/chromium"

@@ -11,9 +11,10 @@ this machine and every capture one that can succeed:
   refuses to send a request that would still carry any other URL. No request ever
   makes the service resolve a name or leave 127.0.0.1.
 - In cases that are valid by the schema, the options that decide whether a page can
-  be captured at all are set to what the site has (selectors that exist), and waits
-  are bounded (a long ``timeout``, a short ``delay``), so that a 5xx is a bug, not a
-  selector that matches nothing on a slow machine.
+  be captured at all are set to what the site has (selectors that exist, capture
+  scripts that work on it and stay on it), and waits are bounded (a long
+  ``timeout``, a short ``delay``), so that a 5xx is a bug, not a selector that
+  matches nothing on a slow machine.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ SAFE: dict[str, list[str]] = {
 ALLOWED = {u for urls in SAFE.values() for u in urls} | {""}
 SELECTORS = ["h1", "#main", "body", "p.lead"]
 BLOCK = [".banner", "#nothing-here", "footer"]
+# Capture scripts that work on the site (a generated one would click what is not
+# there, or go to a URL off this machine).
+SCRIPTS: list[list[dict[str, Any]]] = [
+    [],
+    [{"wait": 0}],
+    [{"hover": "h1"}, {"css": "h1 { color: red }"}, {"screenshot": "styled"}],
+    [{"scroll": 100}, {"evaluate": "document.title"}, {"wait_for_selector": "#main"}],
+]
 
 
 def _narrow(properties: dict[str, Any], capture: bool) -> None:
@@ -110,6 +119,11 @@ def _bound_capture(options: dict[str, Any]) -> None:
             options[key] = BLOCK[: len(value) % (len(BLOCK) + 1)]
         elif isinstance(value, str):  # a query string, already serialized
             options[key] = ",".join(BLOCK[: len(value.split(",")) % len(BLOCK) + 1])
+    if "actions" in options:
+        value = options["actions"]
+        script = SCRIPTS[len(str(value)) % len(SCRIPTS)]
+        # A query string's JSON is already serialized.
+        options["actions"] = json.dumps(script) if isinstance(value, str) else script
     if "timeout" in options:
         options["timeout"] = 60000
     if "delay" in options:

@@ -3,6 +3,7 @@ Chromium, real SQLite, a site on 127.0.0.1; 127.0.0.2 is outside the service's p
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import zipfile
@@ -174,3 +175,33 @@ async def test_screenshot_html_input_is_checked_first(
     error = r.json()["error"]
     assert error["code"] == "VALIDATION_ERROR" and error["details"]["field"] == "html"
     assert await balance(service.db, key) == 3
+
+
+async def test_screenshot_renders_html_input_and_its_images_pass_the_policy(
+    service: Service, site: SiteServer, client: httpx.AsyncClient
+) -> None:
+    # The document paints a red band; one image comes from the loopback site (which
+    # the service allows), one from a canary on 127.0.0.2 (which it does not).
+    key = await new_key(service.db, credits=3)
+    with SiteServer(routes={"/img": Route(body="x")}, host="127.0.0.2") as canary:
+        html = (
+            "<body style='margin:0;background:#fff'>"
+            "<div style='height:200px;background:rgb(255,0,0)'></div>"
+            f"<img src='{site.url('/p/0')}?from-html'>"
+            f"<img src='{canary.url('/img')}'></body>"
+        )
+        r = await client.post(
+            service.api("/screenshot"),
+            json={"html": html, "width": 400, "height": 300},
+            headers={"X-API-Key": key},
+        )
+        assert canary.requests == []
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    image = Image.open(io.BytesIO(base64.b64decode(data["image"]))).convert("RGB")
+    assert image.size == (400, 300)
+    assert image.getpixel((200, 100)) == (255, 0, 0)
+    assert image.getpixel((200, 290)) == (255, 255, 255)
+    assert data["credits_remaining"] == 2
+    assert await balance(service.db, key) == 2
+    assert any(req.path == "/p/0?from-html" for req in site.requests)

@@ -174,6 +174,7 @@ def codes_in_source() -> dict[str, list[str]]:
                 and BARE_CODE.match(node.value)
                 and id(node) not in skip
                 and not node.value.startswith("BULK_")  # environment variables
+                and not node.value.startswith("ERR_")  # Chromium's net errors (details)
                 and node.value not in NOT_CODES
             ):
                 found.setdefault(node.value, []).append(f"{name}:{node.lineno}")

@@ -210,6 +210,7 @@ class Engine:
                 viewport={"width": opts.width, "height": opts.height},
                 device_scale_factor=opts.scale,
                 color_scheme="dark" if opts.dark_mode else "light",
+                reduced_motion="reduce" if opts.freeze_animations else "no-preference",
                 user_agent=opts.user_agent,
                 extra_http_headers=dict(opts.headers) or None,
                 accept_downloads=False,
@@ -334,9 +335,15 @@ class Engine:
     # -- capture ----------------------------------------------------------------------------
 
     async def capture(
-        self, state: ContextState, url: str, seconds: float, since: float
+        self,
+        state: ContextState,
+        url: str | None,
+        seconds: float,
+        since: float,
+        html: str | None = None,
     ) -> Screenshot:
-        """Capture ``url`` with a page of ``state``'s context within ``seconds``.
+        """Capture ``url`` (or the document ``html``) with a page of ``state``'s
+        context within ``seconds``.
 
         ``since`` is the trio time the attempt started at (for the proxy's refusals).
         """
@@ -351,7 +358,7 @@ class Engine:
                 slot = state.idle.pop() if state.idle else await self._new_page(state)
                 slot.uses += 1
                 shot = await self._watched(
-                    slot, capture_on(slot, state, url, deadline, since, self.proxy)
+                    slot, capture_on(slot, state, url, deadline, since, self.proxy, html=html)
                 )
             keep = True
             return shot

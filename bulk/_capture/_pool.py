@@ -24,8 +24,8 @@ from typing import Any, Final, TypeVar, final
 
 import trio
 
-from .._exceptions import BrowserCrashed, CaptureTimeout
-from .._options import CaptureOptions
+from .._exceptions import BrowserCrashed, CaptureTimeout, ValidationError
+from .._options import MAX_HTML_BYTES, CaptureOptions
 from .._policy import EgressPolicy
 from .._proxy import EgressProxy, open_egress_proxy
 from .._sandbox import Isolation, Launch, open_launch, plan_isolation
@@ -186,6 +186,12 @@ class BrowserPool:
         async with self.session(options, site_url or url) as session:
             return await session.capture(url)
 
+    async def capture_html(self, html: str, options: CaptureOptions) -> Screenshot:
+        """Render the document ``html`` in its own short-lived context (see
+        ``CaptureSession.capture_html``)."""
+        async with self.session(options) as session:
+            return await session.capture_html(html)
+
     async def _with_relaunch(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         try:
             return await self._thread.run(fn)
@@ -212,18 +218,26 @@ class BrowserPool:
         async with self._limiter:
             yield
 
-    async def _capture(self, state: ContextState, url: str) -> Screenshot:
-        # Chromium would happily show file:, data: or chrome: URLs, none of which
-        # pass the egress proxy: only http(s) reaches the browser.
-        parse_http_url(url)
-        if state.cookie_url is None:
-            # Cookies without a domain belong to the job's site: its first URL.
-            state.cookie_url = url
+    async def _capture(
+        self, state: ContextState, url: str | None, html: str | None = None
+    ) -> Screenshot:
+        if html is None:
+            assert url is not None
+            # Chromium would happily show file:, data: or chrome: URLs, none of which
+            # pass the egress proxy: only http(s) reaches the browser.
+            parse_http_url(url)
+            if state.cookie_url is None:
+                # Cookies without a domain belong to the job's site: its first URL.
+                state.cookie_url = url
+        elif len(html.encode("utf-8", "surrogatepass")) > MAX_HTML_BYTES:
+            raise ValidationError(
+                f"html is over {MAX_HTML_BYTES // 1024} KiB of UTF-8", field="html"
+            )
         timeout = state.options.timeout / 1000
         async with self._slot():
             for attempt in (1, 2):
                 run = functools.partial(
-                    self._engine.capture, state, url, timeout, trio.current_time()
+                    self._engine.capture, state, url, timeout, trio.current_time(), html
                 )
                 try:
                     with trio.fail_after(timeout + _DEADLINE_GRACE):
@@ -294,3 +308,20 @@ class CaptureSession:
             The page is closed before this returns; the slot is released.
         """
         return await self._pool._capture(self._state, url)
+
+    async def capture_html(self, html: str) -> Screenshot:
+        """Render the document ``html`` (instead of loading a URL) and capture it.
+
+        The document is written into a blank page (its URL is ``about:blank``): its
+        sub-resources need absolute URLs (or a ``<base href>``) and load through the
+        egress proxy and its address policy like any page's. Everything else is as
+        for ``capture``.
+
+        Raises:
+            ValidationError: ``html`` is over ``MAX_HTML_BYTES`` of UTF-8.
+            CaptureError: As for ``capture``.
+
+        Cancellation:
+            As for ``capture``.
+        """
+        return await self._pool._capture(self._state, None, html)
