@@ -40,7 +40,7 @@ from ._options import OPTION_SPECS, CaptureOptions, capture_option_decorators, o
 from ._policy import EgressPolicy
 from ._urllist import parse_url_lines, prepare_url_list
 from ._urls import parse_http_url
-from ._util import single_error
+from ._util import receive_batch, single_error
 from ._version import __version__
 
 __all__ = ["EXIT_CODES", "cli", "main"]
@@ -802,20 +802,7 @@ def discover_cmd(
                 async with recv:
                     # Whatever has arrived, at once: a checkpoint and a write per URL
                     # cost more than reading the URL (1,000,000 URLs: ~30 s of it).
-                    ended = False
-                    while not ended:
-                        try:
-                            batch = [await recv.receive()]
-                        except trio.EndOfChannel:
-                            break
-                        while len(batch) < _DISCOVER_BUFFER:
-                            try:
-                                batch.append(recv.receive_nowait())
-                            except trio.WouldBlock:
-                                break
-                            except trio.EndOfChannel:
-                                ended = True
-                                break
+                    while batch := await receive_batch(recv, _DISCOVER_BUFFER):
                         if as_json:
                             urls.extend(batch)
                         else:

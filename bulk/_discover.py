@@ -81,7 +81,7 @@ from ._exceptions import (
 from ._fetch import Fetcher, Response
 from ._sitemap import Entry, EntryKind, Inflater, SitemapParser, parse_robots
 from ._urls import ParsedURL, parse_http_url, site_candidates
-from ._util import open_owned_nursery
+from ._util import open_owned_nursery, receive_batch
 
 __all__ = [
     "DEFAULT_MAX_SITEMAPS",
@@ -666,16 +666,6 @@ async def discover_all(
         # Collected as it arrives (the channel never holds the whole list), taking
         # everything buffered at each wake-up: one checkpoint per batch, not per URL.
         async with recv:
-            while True:
-                try:
-                    urls.append(await recv.receive())
-                except trio.EndOfChannel:
-                    break
-                while True:
-                    try:
-                        urls.append(recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                    except trio.EndOfChannel:
-                        break
+            while batch := await receive_batch(recv):
+                urls.extend(batch)
     return urls, found[0]

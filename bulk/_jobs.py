@@ -64,7 +64,7 @@ from ._policy import EgressPolicy
 from ._results import capture_facts, extra_shots, failed_result, ok_result
 from ._urllist import UrlList, screenshot_names
 from ._urls import parse_http_url, site_candidates
-from ._util import Contained, contained, hold_lock, open_owned_nursery
+from ._util import Contained, contained, hold_lock, open_owned_nursery, receive_batch
 
 __all__ = [
     "ArchiveResult",
@@ -1179,22 +1179,8 @@ async def _feed_job(
 ) -> None:
     """Append discovered URLs to the job in batches: whatever has arrived, at once."""
     async with recv:
-        ended = False
-        while not ended:
+        while pending := await receive_batch(recv, 1000):
             batch: list[NewUrl] = []
-            try:
-                url = await recv.receive()
-            except trio.EndOfChannel:
-                break
-            pending = [url]
-            while len(pending) < 1000:
-                try:
-                    pending.append(recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-                except trio.EndOfChannel:
-                    ended = True
-                    break
             for u in pending:
                 hosts[_authority(u)] += 1
                 if u not in known:

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import trio
@@ -28,8 +29,37 @@ __all__ = [
     "describe_error",
     "hold_lock",
     "open_owned_nursery",
+    "receive_batch",
     "single_error",
 ]
+
+T = TypeVar("T")
+
+
+async def receive_batch(recv: trio.MemoryReceiveChannel[T], limit: int | None = None) -> list[T]:
+    """One item (waiting for it), then whatever else is already buffered.
+
+    Consumers of a fast producer (discovery feeding URLs) take everything that has
+    arrived at each wake-up: one checkpoint and one write per batch, not per item.
+
+    Args:
+        recv: The channel to read.
+        limit: At most this many items (None: no bound).
+
+    Returns:
+        A non-empty batch; an empty list once the channel has ended (and every later
+        call returns one too).
+    """
+    try:
+        batch = [await recv.receive()]
+    except trio.EndOfChannel:
+        return []
+    while limit is None or len(batch) < limit:
+        try:
+            batch.append(recv.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return batch
 
 
 @asynccontextmanager
