@@ -64,7 +64,7 @@ from ._openapi import (
     URL_FIELD_LIMIT,
     openapi_document,
 )
-from ._options import OPTION_SPECS, CaptureOptions
+from ._options import OPTION_SPECS, CaptureOptions, lease_seconds
 from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
 from ._ratelimit import IN_FLIGHT_LIMITS, RATE_LIMITS, InFlight, Limiter, RateLimit
@@ -789,7 +789,7 @@ async def _charged_capture(
                 status="processing",
             )
         )
-        claims = await ledger.claim(job.id, limit=1, lease_seconds=options.timeout / 1000 * 3 + 60)
+        claims = await ledger.claim(job.id, limit=1, lease_seconds=lease_seconds(options.timeout))
     claim = claims[0]
     try:
         shot = await _capture(state, url, options, html)

@@ -58,7 +58,7 @@ from ._ledger import (
     UrlRow,
     parse_iso,
 )
-from ._options import OPTION_SPECS, CaptureOptions
+from ._options import OPTION_SPECS, CaptureOptions, lease_seconds
 from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
 from ._results import capture_facts, extra_shots, failed_result, ok_result
@@ -405,7 +405,7 @@ class JobRunner:
             await trio.Path(folder / sub).mkdir(parents=True, exist_ok=True)
         # A URL list's own options may raise the timeout: its leases outlast any.
         timeout = _MAX_TIMEOUT_MS if _is_url_list(job) else options.timeout
-        lease = timeout / 1000 * 3 + 60
+        lease = lease_seconds(timeout)
         event = self._url_events[job.id] = trio.Event()
         try:
             async with (

@@ -22,6 +22,7 @@ import attrs
 
 from ._actions import Action, parse_actions, validate_actions
 from ._exceptions import ValidationError
+from ._urls import HTTP_TOKEN_PATTERN
 
 __all__ = [
     "FORBIDDEN_HEADERS",
@@ -35,6 +36,7 @@ __all__ = [
     "CaptureOptions",
     "Cookie",
     "OptionSpec",
+    "lease_seconds",
     "parse_actions_arg",
     "parse_cookie_arg",
     "parse_header_arg",
@@ -53,8 +55,8 @@ MAX_HTML_BYTES: Final = 1024 * 1024
 #: Full-page captures are cut at this many CSS pixels (an infinite page stays finite).
 FULL_PAGE_MAX_HEIGHT: Final = 16384
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(HTTP_TOKEN_PATTERN)
+_COOKIE_NAME = _TOKEN  # a cookie name is a token (RFC 6265 4.1.1)
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
 # Headers a caller may not set: they belong to the transport or to the egress proxy.
 _FORBIDDEN_HEADERS: Final = frozenset(
@@ -133,6 +135,15 @@ class OptionSpec:
     @property
     def flag(self) -> str:
         return self.cli_flag or "--" + self.name.replace("_", "-")
+
+
+def lease_seconds(timeout_ms: float) -> float:
+    """How long a claim on one URL lasts, for a capture deadline of ``timeout_ms``.
+
+    Three deadlines (a retry inside the claim, a browser relaunch) plus a minute:
+    a lease that ran out would let another worker capture (and charge) the URL twice.
+    """
+    return timeout_ms / 1000 * 3 + 60
 
 
 def _camel(name: str) -> str | None:

@@ -49,7 +49,7 @@ from urllib.parse import unquote_to_bytes
 import attrs
 
 from ._exceptions import InvalidURL, ResumeMismatch, ValidationError
-from ._urls import ParsedURL, parse_http_url
+from ._urls import DEFAULT_PORTS, ParsedURL, parse_http_url
 
 __all__ = [
     "SHOT_SEPARATOR",
@@ -125,7 +125,6 @@ _WINDOWS_RESERVED: Final = frozenset(
 _PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9!#$&'()+,\-.;=@\[\]^_`{}~]*")
 _ESCAPE_OR_CHAR: Final = re.compile(r"%[0-9A-F]{2}|.", re.DOTALL)
 _HOST_UNSAFE: Final = re.compile(r"[^a-z0-9]")
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _MAX_HOST_LABEL: Final = 200
 
 
@@ -404,7 +403,7 @@ def root_folder(site_url: str, day: datetime.date) -> str:
     if len(label) > _MAX_HOST_LABEL:
         mark = hashlib.sha256(label.encode("ascii")).hexdigest()[:_CUT_HASH_HEX]
         label = f"{label[: _MAX_HOST_LABEL - _CUT_HASH_HEX - 1]}-{mark}"
-    if site.port != _DEFAULT_PORTS[site.scheme]:
+    if site.port != DEFAULT_PORTS[site.scheme]:
         label = f"{label}-{site.port}"
     # Not strftime: it does not zero-pad years before 1000 on every platform.
     return f"screenshots-{label}-{day.year:04d}-{day.month:02d}-{day.day:02d}"

@@ -53,7 +53,7 @@ import trio
 from ._exceptions import FetchError, InvalidURL, URLBlocked
 from ._listeners import own_listener
 from ._policy import EgressPolicy
-from ._urls import ParsedURL, parse_http_url
+from ._urls import HTTP_TOKEN_PATTERN, ParsedURL, parse_http_url
 
 __all__ = ["BlockedConnection", "EgressProxy", "ProxyStats", "open_egress_proxy"]
 
@@ -69,7 +69,7 @@ _RECENT_BLOCKED: Final = 1024
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT: Final = re.compile(rb"\r?\n")
 _STATUS_LINE: Final = re.compile(rb"^HTTP/1\.[01] ([1-5][0-9][0-9])(?: [^\r\n]*)?$")
-_TOKEN: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN: Final = re.compile(HTTP_TOKEN_PATTERN.encode())
 _AUTHORITY_HOST: Final = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s/\\@?#\[\]:]+)$")
 # Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy's own: never forwarded.
 _HOP_BY_HOP: Final = frozenset(

@@ -16,6 +16,8 @@ import attrs
 from ._exceptions import InvalidURL
 
 __all__ = [
+    "DEFAULT_PORTS",
+    "HTTP_TOKEN_PATTERN",
     "MAX_HOST_NAME_LENGTH",
     "MAX_URL_LENGTH",
     "ParsedURL",
@@ -27,7 +29,9 @@ __all__ = [
 
 MAX_URL_LENGTH: Final = 2048
 _SCHEME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+#: An HTTP token (RFC 9110 5.6.2): header and cookie names.
+HTTP_TOKEN_PATTERN: Final = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 #: DNS limits (RFC 1035): 63 octets a label, 253 characters a name without its root dot.
 MAX_HOST_NAME_LENGTH: Final = 253
 _MAX_LABEL_LENGTH: Final = 63
@@ -61,7 +65,7 @@ class ParsedURL:
     def authority(self) -> str:
         """``host[:port]``, the port only when not the scheme's default: the ``Host``
         header a browser sends for this URL."""
-        default = _DEFAULT_PORTS[self.scheme] == self.port
+        default = DEFAULT_PORTS[self.scheme] == self.port
         return self.host if default else f"{self.host}:{self.port}"
 
     @property
@@ -92,7 +96,7 @@ def parse_http_url(text: str, base: str | None = None) -> ParsedURL:
     except ValueError:
         raise InvalidURL(f"not a valid URL: {_short(text)}") from None
     scheme = url.protocol[:-1]
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in DEFAULT_PORTS:
         raise InvalidURL(f"only http and https URLs are accepted, not {scheme}:")
     if not url.hostname:
         raise InvalidURL(f"URL has no host: {_short(text)}")
@@ -104,7 +108,7 @@ def parse_http_url(text: str, base: str | None = None) -> ParsedURL:
         scheme=scheme,
         host=hostname,
         hostname=hostname[1:-1] if hostname.startswith("[") else hostname,
-        port=int(url.port) if url.port else _DEFAULT_PORTS[scheme],
+        port=int(url.port) if url.port else DEFAULT_PORTS[scheme],
         path=url.pathname,
         query=url.search[1:],
         fragment=url.hash[1:],
