@@ -57,8 +57,9 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from ._fetch import FetchLimits, open_fetcher
-    from ._jobs import JobRunner, RunnerConfig, archive_site
+    from ._jobs import JobRunner, RunnerConfig
     from ._ledger import Ledger
+    from ._offline import archive_site
     from ._options import CaptureOptions, Cookie
     from ._paths import Layout, entry_name, root_folder
     from ._policy import EgressPolicy, is_public_address
@@ -93,7 +94,7 @@ _EXPORTS: dict[str, str] = {
     "write_zip": "_archive",
     "JobRunner": "_jobs",
     "RunnerConfig": "_jobs",
-    "archive_site": "_jobs",
+    "archive_site": "_offline",
     "ApiConfig": "_api",
     "create_app": "_api",
     "ServiceConfig": "_service",

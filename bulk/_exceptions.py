@@ -3,7 +3,7 @@
 Every error bulk raises is a ``BulkError`` with a stable ``code``. The code is what
 users' scripts match on: it appears verbatim in API error bodies, in the
 ``error_code`` of ``_manifest.json`` rows and at the start of the CLI's stderr line.
-Library code raises these; only ``_cli.py`` maps them to exit codes.
+Library code raises these; only the ``_cli`` package maps them to exit codes.
 
 Each class carries what the outside world knows about its error: its ``code``, its
 ``api_status`` (the HTTP status the API answers with; ``CaptureError.http_status`` is

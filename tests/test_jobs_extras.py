@@ -22,6 +22,7 @@ import pytest
 import trio
 
 import bulk._jobs
+import bulk._offline
 from bulk import BrowserPool, PoolConfig
 from bulk._options import CaptureOptions
 from bulk._policy import EgressPolicy
@@ -96,7 +97,7 @@ async def test_named_screenshots_and_facts_reach_the_archive(
         config = PoolConfig(executable=chromium, concurrency=2)
         async with BrowserPool.open(config, POLICY) as pool:
             with trio.fail_after(120):
-                result = await bulk._jobs.archive_urls(
+                result = await bulk._offline.archive_urls(
                     urls,
                     out,
                     options=CaptureOptions(),
