@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
-from .._archive import _link_or_text, _text
+from .._gallery import _link_or_text, _text
 from ._compare import ArchiveDiff, PageChange
 
 __all__ = ["report_html", "write_report"]
