@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from .._capture import BrowserPool
-from .._discover import Discovery
 from .._exceptions import BulkError, Interrupted, ValidationError
-from .._fetch import open_fetcher
-from .._offline import ArchiveResult, archive_site, archive_urls, check_root_name
 from .._options import capture_option_decorators
-from .._urllist import parse_url_lines, prepare_url_list
+
+if TYPE_CHECKING:
+    from .._discover import Discovery
+    from .._offline import ArchiveResult
 from ._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -129,6 +128,12 @@ def archive(
     with --resume or discarded with --force. With --compare-with, the changes since that
     archive follow (as 'bulk diff' finds them; "changes" in the JSON).
     """
+    # Imported here, not at the top: `bulk --help` must not load Playwright.
+    from .._capture import BrowserPool
+    from .._fetch import open_fetcher
+    from .._offline import archive_site, archive_urls, check_root_name
+    from .._urllist import parse_url_lines, prepare_url_list
+
     if (site is None) == (urls_file is None):
         _fail(ValidationError("give SITE or --urls FILE (one of the two)", field="site"))
     settings = _settings()

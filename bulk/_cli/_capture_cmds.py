@@ -11,12 +11,8 @@ from typing import Any
 import click
 import trio
 
-from .._capture import BrowserPool
-from .._discover import discover
 from .._exceptions import BulkError
-from .._fetch import open_fetcher
 from .._options import capture_option_decorators
-from .._util import receive_batch
 from ._common import (
     _DISCOVER_BUFFER,
     MAX_PAGES_CLI,
@@ -63,6 +59,10 @@ def discover_cmd(
     known), or a document was broken or skipped, it is said on stderr as
     ``warning:`` lines (the URLs read are still printed).
     """
+    from .._discover import discover
+    from .._fetch import open_fetcher
+    from .._util import receive_batch
+
     settings = _settings()
     policy = _policy(allow_private, allow, settings)
     limits = _discover_limits(max_pages, same_host, max_sitemaps)
@@ -109,6 +109,8 @@ def discover_cmd(
 @_apply(capture_option_decorators())
 def shot(url: str, out: Path, allow_private: bool, allow: tuple[str, ...], **values: Any) -> None:
     """Capture one URL into an image file (the same engine as archive)."""
+    from .._capture import BrowserPool
+
     settings = _settings()
     options = _capture_options(values, out)
     policy = _policy(allow_private, allow, settings)

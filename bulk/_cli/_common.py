@@ -8,21 +8,25 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
 import trio
 
-from .._capture import PoolConfig, default_concurrency
-from .._config import Settings, find_chromium
-from .._discover import DiscoverLimits, Discovery, max_sitemaps_for, same_host_key
 from .._exceptions import BulkError, Interrupted
-from .._jobs import Progress
 from .._options import OPTION_SPECS, CaptureOptions, options_from_cli
-from .._policy import EgressPolicy
-from .._urls import parse_http_url
 from .._util import single_error
 from .._version import __version__
+
+if TYPE_CHECKING:
+    from .._capture import PoolConfig
+    from .._config import Settings
+    from .._discover import DiscoverLimits, Discovery
+    from .._jobs import Progress
+    from .._policy import EgressPolicy
+
+# The heavy modules (Playwright, the ledger, the policy's URL parser) are imported
+# where a command uses them, so that `bulk --help` and `bulk --version` start fast.
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -87,6 +91,8 @@ def _run_or_exit(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 def _settings() -> Settings:
+    from .._config import Settings
+
     try:
         return Settings.from_env()
     except BulkError as exc:
@@ -94,6 +100,8 @@ def _settings() -> Settings:
 
 
 def _policy(allow_private: bool, allow: tuple[str, ...], settings: Settings) -> EgressPolicy:
+    from .._policy import EgressPolicy
+
     try:
         return EgressPolicy(
             allow_private=allow_private or settings.allow_private,
@@ -145,6 +153,9 @@ _SERVE_NICE: Final = 10
 
 
 def _pool_config(concurrency: int | None, settings: Settings, nice: int = 0) -> PoolConfig:
+    from .._capture import PoolConfig, default_concurrency
+    from .._config import find_chromium
+
     try:
         executable = find_chromium(settings.chromium)
     except BulkError as exc:
@@ -194,6 +205,8 @@ def _max_sitemaps_option(fn: F) -> F:
 
 
 def _discover_limits(max_pages: int, same_host: bool, max_sitemaps: int | None) -> DiscoverLimits:
+    from .._discover import DiscoverLimits, max_sitemaps_for
+
     return DiscoverLimits(
         max_pages=max_pages,
         same_host=same_host,
@@ -218,6 +231,9 @@ def _discovery_warnings(result: Discovery, limits: DiscoverLimits) -> list[str]:
 def _host_warning(site: str, hosts: dict[str, int]) -> str | None:
     """The warning when most URLs are on other hosts than ``site``'s (a sitemap made
     for production while a staging copy is archived), with the hosts and counts."""
+    from .._discover import same_host_key
+    from .._urls import parse_http_url
+
     total = sum(hosts.values())
     try:
         own = same_host_key(parse_http_url(site).hostname)

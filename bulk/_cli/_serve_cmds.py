@@ -6,13 +6,16 @@ import json
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import trio
 
 from .._exceptions import BulkError, ValidationError
-from .._ledger import Ledger
 from .._util import single_error
+
+if TYPE_CHECKING:
+    from .._ledger import Ledger
 from ._common import (
     _SERVE_NICE,
     EXIT_ERROR,
@@ -143,6 +146,8 @@ def _db_option(fn: F) -> F:
 
 
 def _ledger_call(db: Path, fn: Callable[[Ledger], Awaitable[T]]) -> T:
+    from .._ledger import Ledger
+
     async def go() -> T:
         async with Ledger.open(db) as ledger:
             return await fn(ledger)
