@@ -17,6 +17,7 @@ The schema itself enforces the rules, so no caller can get them wrong:
   a delivery that finished is final.
 - A job that ended holds no secret (m005): its cookie and header values are
   dropped (the encrypted copy) and masked (in ``options``) by a trigger.
+- A server secret (m007: the dashboard's session key) is never changed in place.
 
 Migrations already released never change (existing databases must open); a new
 rule is a new migration. ``bulk admin audit`` (``_audit.py``) proves each rule.
@@ -484,6 +485,28 @@ def m005_job_secrets_kept_only_while_running(db: Database) -> None:
 def m006_job_discovery_report(db: Database) -> None:
     # What discovery found and cut (``Discovery.to_json``), as JSON; NULL before.
     db.execute("ALTER TABLE jobs ADD COLUMN discovery TEXT")
+
+
+@migrations()
+def m007_server_secrets_and_job_list(db: Database) -> None:
+    # Secrets of the server itself, by name (the dashboard's session-signing key):
+    # made once, by the first process that needs one, and never changed in place (a
+    # trigger); deleting the row is how a secret is rotated (every dashboard session
+    # signed with it ends).
+    db.executescript(
+        """
+        CREATE TABLE server_secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL CHECK (length(value) >= 64),
+            created_at TEXT NOT NULL
+        );
+        CREATE TRIGGER server_secrets_never_change BEFORE UPDATE ON server_secrets
+        BEGIN SELECT RAISE(ABORT, 'a server secret is never changed, only deleted'); END;
+
+        -- The dashboard's job list: an account's jobs of a kind, newest first.
+        CREATE INDEX jobs_account_newest ON jobs(account_id, kind, created_at);
+        """
+    )
 
 
 # Which status a job may move to from each status (``fail_job`` is the other way to
