@@ -52,12 +52,14 @@ from ._exceptions import (
     error_table,
 )
 from ._fetch import Fetcher
-from ._jobs import JobRunner
+from ._jobs import JobRunner, list_discovery, url_rows
 from ._ledger import Account, JobRow, Ledger, NewJob, iso
 from ._openapi import (
     EMAIL_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_BODY,
+    MAX_HTML_BYTES,
+    MAX_LARGE_BODY,
     MAX_PAGES_API,
     URL_FIELD_LIMIT,
     openapi_document,
@@ -67,7 +69,8 @@ from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
 from ._ratelimit import IN_FLIGHT_LIMITS, RATE_LIMITS, InFlight, Limiter, RateLimit
 from ._results import failed_result, ok_result
-from ._urls import site_candidates
+from ._urllist import UrlList, prepare_url_list, raw_items
+from ._urls import parse_http_url, site_candidates
 from ._version import __version__
 
 __all__ = [
@@ -145,6 +148,9 @@ def _error(exc: BulkError) -> JSONResponse:
 async def _raw_body(request: Request) -> bytes:
     """The request body, at most ``MAX_BODY`` bytes, read once per request.
 
+    The endpoints that take a URL list (``/bulk-screenshot``) or an HTML document
+    (``/screenshot``) take up to ``MAX_LARGE_BODY`` bytes.
+
     Kept (or the refusal kept) on ``request.state``: the replay check and the handler
     both read it, and a half-consumed stream cannot be read twice.
 
@@ -156,15 +162,20 @@ async def _raw_body(request: Request) -> bytes:
         raise kept
     if isinstance(kept, bytes):
         return kept
+    limit = (
+        MAX_LARGE_BODY
+        if request.url.path.endswith(("/bulk-screenshot", "/screenshot"))
+        else MAX_BODY
+    )
     try:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise PayloadTooLarge(f"request body over {limit} bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > MAX_BODY:
-                raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
+            if size > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes")
             chunks.append(chunk)
     except PayloadTooLarge as exc:
         request.state.bulk_body = exc
@@ -259,7 +270,7 @@ def _options_from_query(params: Mapping[str, str]) -> dict[str, Any]:
         elif spec.kind == "str_list":
             # Every item counts (an empty one is refused, as in a JSON body).
             value = raw.split(",") if raw else []
-        elif spec.kind in ("cookies", "headers"):
+        elif spec.kind in ("cookies", "headers", "actions"):
             try:
                 value = json.loads(raw)
             except ValueError:
@@ -329,6 +340,8 @@ def _created_body(job: JobRow, balance: int) -> dict[str, Any]:
             "credits_reserved": job.reserved,
             "credits_remaining": balance,
             "status_url": f"/api/v1/bulk-screenshot/{job.id}/status",
+            # URL lists: items that repeated an earlier URL (captured and charged once).
+            "deduplicated": int((job.discovery or {}).get("deduplicated") or 0),
         },
     }
 
@@ -378,6 +391,32 @@ def _work_began(request: Request) -> bool:
 
 
 Replay = Callable[[Request, ServiceState, Account], Awaitable[Response | None]]
+Authenticate = Callable[[Request, ServiceState, str], Awaitable[Account]]
+
+
+async def _authenticate(request: Request, state: ServiceState, key: str) -> Account:
+    """The account of an active key (one ledger read)."""
+    return await state.ledger.authenticate(key)
+
+
+_JOB_ID: Final = re.compile(r"[0-9a-f-]{36}")
+
+
+async def _authenticate_with_job(request: Request, state: ServiceState, key: str) -> Account:
+    """The account of an active key and the job the path names, in one ledger read.
+
+    The status and download endpoints need both; one read transaction on one worker
+    thread instead of two is most of what a status request costs (issue 14). The key
+    is still checked first (an invalid key is a 401 whatever the job), and the job is
+    kept on ``request.state`` for ``_own_job`` (None: not this account's, or no such
+    job). A rate-limited request has then read its job for nothing, which costs what
+    the key check alone did before.
+    """
+    job_id = request.path_params["job_id"]
+    wanted = job_id if _JOB_ID.fullmatch(job_id) else None
+    account, job = await state.ledger.authenticate_job(key, wanted)
+    request.state.bulk_job = job
+    return account
 
 
 @final
@@ -391,6 +430,8 @@ class _Endpoint:
         replay: Answers a request that repeats an earlier one (``Idempotency-Key``)
             before the endpoint's own bucket is checked, so a replay, which makes
             nothing new, neither uses nor is refused by it.
+        authenticate: Checks the key (``auth``) and may read what the handler needs
+            in the same ledger read (``_authenticate_with_job``).
     """
 
     def __init__(
@@ -402,6 +443,7 @@ class _Endpoint:
         bucket: str | None,
         auth: bool = True,
         replay: Replay | None = None,
+        authenticate: Authenticate = _authenticate,
     ) -> None:
         self.state = state
         self.limiter = limiter
@@ -409,6 +451,7 @@ class _Endpoint:
         self.bucket = bucket
         self.auth = auth
         self.replay = replay
+        self.authenticate = authenticate
 
     async def __call__(self, request: Request) -> Response:
         taken: list[tuple[str, str, float]] = []
@@ -435,7 +478,7 @@ class _Endpoint:
                     raise APIKeyRequired(
                         "an API key is required (X-API-Key header, Bearer token or ?api_key=)"
                     )
-                account = await self.state.ledger.authenticate(key)
+                account = await self.authenticate(request, self.state, key)
                 subject = _subject(account)
                 take("general", subject)
                 if self.replay is not None:
@@ -484,6 +527,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
         "url",
         "sitemap_url",
         "sitemapUrl",
+        "urls",
         "options",
         "webhook_url",
         "webhookUrl",
@@ -491,14 +535,21 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
     if unknown:
         name = sorted(unknown)[0]
         raise ValidationError(f"unknown field {name!r}", field=name)
-    site_field = [k for k in ("url", "sitemap_url", "sitemapUrl") if k in body]
+    site_field = [k for k in ("url", "sitemap_url", "sitemapUrl", "urls") if k in body]
     if len(site_field) != 1:
-        raise ValidationError("give exactly one of url or sitemap_url", field="url")
+        raise ValidationError("give exactly one of url, sitemap_url or urls", field="url")
     field = site_field[0]
-    target = _string(body[field], field, limit=URL_FIELD_LIMIT)
     options_raw = _object(body.get("options", {}), "options")
     max_pages = _max_pages(options_raw)
     options = _capture_options(options_raw, "options.")
+    url_list: UrlList | None = None
+    target = ""
+    if field == "urls":
+        # Every item checked (and the whole list refused, naming each bad item)
+        # before any credit is reserved or any request made.
+        url_list = prepare_url_list(raw_items(body["urls"]), options, state.policy)
+    else:
+        target = _string(body[field], field, limit=URL_FIELD_LIMIT)
     webhook_fields = [k for k in ("webhook_url", "webhookUrl") if k in body]
     if len(webhook_fields) > 1:
         raise ValidationError("webhook_url given twice", field="webhook_url")
@@ -518,6 +569,7 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
         field=field,
         max_pages=max_pages,
         options=options,
+        url_list=url_list,
         webhook_url=webhook,
         idempotency_key=idem,
         request_hash=_request_hash(body),
@@ -536,11 +588,13 @@ class BulkOrder:
     dashboard's form): what ``start_bulk_job`` needs.
 
     Args:
-        target: The site or sitemap URL, as given.
-        field: The request field ``target`` came from (``url``, ``sitemap_url``...):
-            a refusal names it, and anything but ``url`` means "a sitemap".
-        max_pages: At most this many pages (and credits).
+        target: The site or sitemap URL, as given (empty for a URL list).
+        field: The request field ``target`` came from (``url``, ``sitemap_url``,
+            ``urls``...): a refusal names it, and ``sitemap_url`` means "a sitemap".
+        max_pages: At most this many pages (and credits) found by discovery.
         options: The capture options.
+        url_list: A URL list (``prepare_url_list``: every item already checked):
+            captured as given, one row and one credit per distinct URL, no discovery.
         webhook_url: Called when the job ends.
         idempotency_key, request_hash: The same key and hash as an earlier job
             answer that job (``replayed``); the same key with another hash is
@@ -551,6 +605,7 @@ class BulkOrder:
     field: str
     max_pages: int
     options: CaptureOptions
+    url_list: UrlList | None = None
     webhook_url: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
@@ -578,7 +633,8 @@ async def start_bulk_job(
         DiscoveryError, FetchError: Discovery found nothing to capture.
     """
     # URL policy, before any request is made.
-    _check_target(state.policy, order.target, order.field)
+    if order.url_list is None:
+        _check_target(state.policy, order.target, order.field)
     if order.webhook_url is not None:
         state.policy.check_url(order.webhook_url)
     idem = order.idempotency_key
@@ -590,6 +646,11 @@ async def start_bulk_job(
         raise InsufficientCredits(
             "no credits remaining", details={"required": 1, "available": account.balance}
         )
+    if order.url_list is not None:
+        job = await _create_list_job(state, account, order.url_list, order)
+        if not job.replayed:
+            state.runner.wake()
+        return job
     with _doing_work(request, state, account, "discovery"):
         # The default budget (100 sitemap documents); past maxPages, only a little
         # counting for discovery.found, so one request's parsing stays small.
@@ -623,6 +684,29 @@ async def start_bulk_job(
     if not job.replayed:
         state.runner.wake()
     return job
+
+
+async def _create_list_job(
+    state: ServiceState, account: Account, url_list: UrlList, order: BulkOrder
+) -> JobRow:
+    """A URL-list job: one row (and one credit) per distinct URL, no discovery."""
+    layout = Layout(order.options.extension)
+    site = parse_http_url(url_list.first_url).origin
+    return await state.ledger.create_job(
+        NewJob(
+            kind="bulk",
+            site=site,
+            urls=url_rows(url_list, layout),
+            account_id=account.id,
+            api_key_id=account.api_key_id,
+            options=order.options.to_json(),
+            root=root_folder(url_list.first_url, date.today()),
+            idempotency_key=order.idempotency_key,
+            request_hash=order.request_hash,
+            webhook_url=order.webhook_url,
+            discovery=list_discovery(url_list, kept=len(url_list.items), truncated=False),
+        )
+    )
 
 
 def _request_hash(body: Any) -> str:
@@ -667,23 +751,26 @@ async def bulk_replay(request: Request, state: ServiceState, account: Account) -
 
 async def job_status(request: Request, state: ServiceState, account: Account | None) -> Response:
     assert account is not None
-    job = await _own_job(request, state, account)
+    job = _own_job(request)
     return JSONResponse({"success": True, "data": job_status_body(job)})
 
 
-async def _own_job(request: Request, state: ServiceState, account: Account) -> JobRow:
+def _own_job(request: Request) -> JobRow:
+    """The job the path names, as ``_authenticate_with_job`` read it with the key.
+
+    Raises:
+        JobNotFound: A malformed id, no such job, another account's or not a bulk job.
+    """
     job_id = request.path_params["job_id"]
-    if not re.fullmatch(r"[0-9a-f-]{36}", job_id):
+    job: JobRow | None = request.state.bulk_job
+    if job is None or job.kind != "bulk":
         raise JobNotFound(f"job {job_id[:40]} not found")
-    job = await state.ledger.job(job_id, account_id=account.id)
-    if job.kind != "bulk":
-        raise JobNotFound(f"job {job_id} not found")
     return job
 
 
 async def download(request: Request, state: ServiceState, account: Account | None) -> Response:
     assert account is not None
-    job = await _own_job(request, state, account)
+    job = _own_job(request)
     now = state.config.clock()
     if job.status == "expired" or (
         job.status == "completed" and job.expires_at is not None and job.expires_at <= now
@@ -710,18 +797,42 @@ async def download(request: Request, state: ServiceState, account: Account | Non
 
 
 async def _shoot(
-    request: Request, state: ServiceState, account: Account, url: str, options: CaptureOptions
+    request: Request,
+    state: ServiceState,
+    account: Account,
+    url: str,
+    options: CaptureOptions,
+    html: str | None = None,
 ) -> tuple[Any, int]:
-    """One charged capture: reserve 1 credit, capture, use or refund it."""
-    state.policy.check_url(url)
+    """One charged capture: reserve 1 credit, capture, use or refund it.
+
+    With ``html``, that document is rendered instead of loading ``url`` (which then
+    only labels the ledger row); its sub-resources pass the address policy in the
+    browser like any page's.
+    """
+    if html is None:
+        state.policy.check_url(url)
+    # Where the capture script goes passes the same policy, before any credit.
+    for target in options.goto_urls:
+        state.policy.check_url(target)
     if account.balance < 1:
         raise InsufficientCredits("no credits remaining", details={"required": 1, "available": 0})
     with _doing_work(request, state, account, "capture"):
-        return await _charged_capture(state, account, url, options)
+        return await _charged_capture(state, account, url, options, html)
+
+
+async def _capture(state: ServiceState, url: str, options: CaptureOptions, html: str | None) -> Any:
+    if html is None:
+        return await state.pool.capture(url, options)
+    return await state.pool.capture_html(html, options)
 
 
 async def _charged_capture(
-    state: ServiceState, account: Account, url: str, options: CaptureOptions
+    state: ServiceState,
+    account: Account,
+    url: str,
+    options: CaptureOptions,
+    html: str | None = None,
 ) -> tuple[Any, int]:
     ledger = state.ledger
     # Shielded together: once the credit is reserved, this request must also hold the
@@ -741,20 +852,22 @@ async def _charged_capture(
         claims = await ledger.claim(job.id, limit=1, lease_seconds=options.timeout / 1000 * 3 + 60)
     claim = claims[0]
     try:
-        shot = await state.pool.capture(url, options)
-    except (CaptureError, URLBlocked) as exc:
+        shot = await _capture(state, url, options, html)
+    except (CaptureError, URLBlocked, ValidationError) as exc:
         http_status = getattr(exc, "http_status", None)
         with trio.CancelScope(shield=True):
             await ledger.finish(claim, failed_result(exc))
             await ledger.fail_job(job.id, exc.code, exc.message)
-        if isinstance(exc, URLBlocked):
+        if isinstance(exc, (URLBlocked, ValidationError)):
             raise
         refused = _refused_input(exc)
         if refused is not None:
             raise refused from None
+        # What the engine knows (a net error's name, a failed step's index) stays.
+        extra = exc.details if isinstance(exc.details, dict) else {}
         raise CaptureError(
             f"failed to capture the page: {exc.message}",
-            details={"reason": exc.code, "http_status": http_status},
+            details={**extra, "reason": exc.code, "http_status": http_status},
         ) from None
     except BaseException:
         with trio.CancelScope(shield=True):
@@ -766,6 +879,18 @@ async def _charged_capture(
         await ledger.set_status(job.id, "completed")
     balance = (await ledger.account(account.id)).balance
     return shot, balance
+
+
+#: What a rendered HTML document's ledger row is labelled with (it has no URL).
+HTML_INPUT_URL: Final = "about:blank"
+
+
+def _html_document(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("html must be a non-empty string", field="html")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_HTML_BYTES:
+        raise ValidationError(f"html is over {MAX_HTML_BYTES // 1024} KiB of UTF-8", field="html")
+    return value
 
 
 def _refused_input(exc: CaptureError) -> ValidationError | None:
@@ -810,18 +935,27 @@ async def screenshot_post(
 ) -> Response:
     assert account is not None
     body = _object(await _json_body(request), "body")
-    if "url" not in body:
-        raise ValidationError("url is required", field="url")
-    url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
+    html: str | None = None
+    if "html" in body:
+        if "url" in body:
+            raise ValidationError("give url or html, not both", field="html")
+        html = _html_document(body["html"])
+        url = HTML_INPUT_URL
+    elif "url" not in body:
+        raise ValidationError("url (or html) is required", field="url")
+    else:
+        url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
     # response_type: Pixcap's, accepted and ignored (this endpoint always answers JSON).
-    rest = {k: v for k, v in body.items() if k not in ("url", "response_type", "responseType")}
+    rest = {
+        k: v for k, v in body.items() if k not in ("url", "html", "response_type", "responseType")
+    }
     options = _capture_options(rest)
-    shot, balance = await _shoot(request, state, account, url, options)
+    shot, balance = await _shoot(request, state, account, url, options, html)
     started = time.time() - shot.elapsed
     data = {
         "image": base64.b64encode(shot.data).decode(),
         "metadata": {
-            "url": url,
+            "url": None if html is not None else url,
             "finalUrl": shot.final_url,
             "width": shot.width,
             "height": shot.height,
@@ -976,11 +1110,24 @@ def create_app(
     limiter = Limiter(state.config.rate_limits, state.config.clock)
 
     def ep(
-        handler: Handler, bucket: str | None, *, auth: bool = True, replay: Replay | None = None
+        handler: Handler,
+        bucket: str | None,
+        *,
+        auth: bool = True,
+        replay: Replay | None = None,
+        authenticate: Authenticate = _authenticate,
     ) -> Callable[[Request], Awaitable[Response]]:
         # A bound method (not the instance): Starlette then treats it as a request
         # handler rather than as a raw ASGI app.
-        return _Endpoint(state, limiter, handler, bucket=bucket, auth=auth, replay=replay).__call__
+        return _Endpoint(
+            state,
+            limiter,
+            handler,
+            bucket=bucket,
+            auth=auth,
+            replay=replay,
+            authenticate=authenticate,
+        ).__call__
 
     base = "/api/v1"
     routes: list[BaseRoute] = [
@@ -989,8 +1136,16 @@ def create_app(
             ep(create_bulk, "bulk", replay=bulk_replay),
             methods=["POST"],
         ),
-        Route(f"{base}/bulk-screenshot/{{job_id}}/status", ep(job_status, None), methods=["GET"]),
-        Route(f"{base}/bulk-screenshot/{{job_id}}/download", ep(download, None), methods=["GET"]),
+        Route(
+            f"{base}/bulk-screenshot/{{job_id}}/status",
+            ep(job_status, None, authenticate=_authenticate_with_job),
+            methods=["GET"],
+        ),
+        Route(
+            f"{base}/bulk-screenshot/{{job_id}}/download",
+            ep(download, None, authenticate=_authenticate_with_job),
+            methods=["GET"],
+        ),
         # One route per path, so that a 405 lists every method the path has (Allow).
         Route(
             f"{base}/screenshot",
@@ -1048,7 +1203,8 @@ class _AccessLog:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not log.isEnabledFor(logging.INFO):
+            # Not logging (the default, without -v): no wrapper per request.
             await self.app(scope, receive, send)
             return
         started = time.monotonic()

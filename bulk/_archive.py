@@ -5,7 +5,8 @@ Layout (the root folder's name and the image entry names come from ``_paths``)::
     screenshots-<host>-<YYYY-MM-DD>/
       _manifest.json              every selected URL, ok or failed, in sitemap order
       index.html                  static gallery, relative links only, no script
-      index.png, about/index.png  the images
+      index.png, about/index.png  the images (or PDFs: ``index.pdf``)
+      about/index@after.png       a page's named intermediate screenshots
       _thumbs/000001.jpg          gallery thumbnails, named by the row's ``seq``
 
 The ZIP is streamed with zipstream-ng: every entry is stored (the images are
@@ -47,6 +48,7 @@ from ._paths import GALLERY_NAME, MANIFEST_NAME, THUMBS_DIR, is_safe_entry
 __all__ = [
     "MANIFEST_SCHEMA",
     "ArchiveInfo",
+    "ExtraShot",
     "PageRecord",
     "build_zip",
     "gallery_html",
@@ -87,6 +89,38 @@ _THUMB_QUALITY: Final = 70
 _THUMB_FORMATS: Final = ("PNG", "JPEG", "WEBP")
 
 
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _extras(values: Iterable[ExtraShot]) -> tuple[ExtraShot, ...]:
+    return tuple(values)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ExtraShot:
+    """A named intermediate screenshot of a page (a capture script's ``screenshot``).
+
+    Args:
+        name: The name the script gave it.
+        entry: Its entry name, next to the page's (``_paths.Layout.assign_shots``).
+        path: The image on disk; not written to the manifest.
+        width: Width in pixels, when known.
+        height: Height in pixels, when known.
+        bytes: Size in bytes, when known.
+        sha256: Hex SHA-256 of the file, when known.
+    """
+
+    name: str
+    entry: str
+    path: pathlib.Path
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+
+
 @final
 @attrs.frozen(kw_only=True)
 class PageRecord:
@@ -108,6 +142,15 @@ class PageRecord:
         sha256: Hex SHA-256 of the image file.
         image_path: The image on disk (ok rows); not written to the manifest.
         thumb_path: Its thumbnail on disk, if one was made.
+        truncated_height: A full-page capture was cut at the height cap.
+        load: ``"partial"`` when the capture was taken before the page's ``load``
+            (sub-resources still pending), else ``None``.
+        pending_hosts: The hosts whose requests were still pending then.
+        pdf_pages: The page count of a PDF capture.
+        blocked_requests: Requests blocked by ``block_ads``/``block_media``.
+        extras: The page's named intermediate screenshots, in script order.
+        options: The URL's own capture options (a URL list's per-URL override),
+            redacted; ``None`` when it has the job's.
 
     Raises:
         ArchiveError: ``seq`` is below 1, ``status`` is unknown, an ok row has no
@@ -128,6 +171,18 @@ class PageRecord:
     sha256: str | None = None
     image_path: pathlib.Path | None = None
     thumb_path: pathlib.Path | None = None
+    truncated_height: bool = False
+    load: str | None = None
+    pending_hosts: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    pdf_pages: int | None = None
+    blocked_requests: int | None = None
+    extras: tuple[ExtraShot, ...] = attrs.field(default=(), converter=_extras)
+    options: Mapping[str, Any] | None = None
+
+    @property
+    def is_pdf(self) -> bool:
+        """Whether the capture is a PDF (no thumbnail; the gallery shows a tile)."""
+        return self.entry is not None and self.entry.lower().endswith(".pdf")
 
     def __attrs_post_init__(self) -> None:
         if self.seq < 1:
@@ -154,6 +209,12 @@ class ArchiveInfo:
         started_at: When the job started (timezone-aware).
         finished_at: When capturing ended (timezone-aware).
         tool: Name and version of the producer.
+        truncated: A limit cut the list (``--max-pages``, ``maxPages``, a discovery
+            budget): the archive holds fewer pages than the sitemaps list.
+        found: How many page URLs the sitemaps list, when known.
+        reasons: What cut the list (``Discovery.reasons``).
+        source: ``"sitemap"`` or ``"urls"`` (a URL list).
+        deduplicated: URL list items that repeated an earlier one (captured once).
 
     Raises:
         ArchiveError: A timestamp is naive.
@@ -167,6 +228,11 @@ class ArchiveInfo:
     started_at: datetime.datetime
     finished_at: datetime.datetime
     tool: str = "bulk 0.1.0"
+    truncated: bool = False
+    found: int | None = None
+    reasons: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    source: Literal["sitemap", "urls"] = "sitemap"
+    deduplicated: int = 0
 
     def __attrs_post_init__(self) -> None:
         for name in ("started_at", "finished_at"):
@@ -304,11 +370,19 @@ def manifest_bytes(info: ArchiveInfo, records: Sequence[PageRecord]) -> bytes:
 
         {"schema": "bulk.manifest/1",
          "job": {"id", "site", "sitemap_urls", "options", "started_at", "finished_at",
-                 "root", "tool", "counts": {"total", "ok", "failed"}},
+                 "root", "tool", "counts": {"total", "ok", "failed"},
+                 "source", "truncated", "found", "reasons", "deduplicated"?},
          "urls": [{"seq", "url", "entry", "status", "error_code", "error_message",
-                   "http_status", "final_url", "width", "height", "bytes", "sha256"}]}
+                   "http_status", "final_url", "width", "height", "bytes", "sha256",
+                   ...only when they apply: "truncated_height": true,
+                   "load": "partial", "pending_hosts", "pdf_pages",
+                   "blocked_requests", "screenshots": [{"name", "entry", "width",
+                   "height", "bytes", "sha256"}], "options"}]}
 
-    Timestamps are ISO 8601 UTC with milliseconds and ``Z``.
+    Timestamps are ISO 8601 UTC with milliseconds and ``Z``. ``truncated`` says a
+    limit cut the list (``found``: how many URLs the sitemaps list, when known;
+    ``reasons``: which limits); ``source`` is ``sitemap`` or ``urls`` (a URL list,
+    with ``deduplicated`` items that repeated an earlier one).
 
     Args:
         info: The job.
@@ -327,20 +401,24 @@ def manifest_bytes(info: ArchiveInfo, records: Sequence[PageRecord]) -> bytes:
 
 def _manifest_chunks(info: ArchiveInfo, records: Sequence[PageRecord]) -> Iterator[str]:
     ok = sum(1 for record in records if record.status == "ok")
-    head = {
-        "schema": MANIFEST_SCHEMA,
-        "job": {
-            "id": info.job_id,
-            "site": info.site,
-            "sitemap_urls": list(info.sitemap_urls),
-            "options": dict(info.options),
-            "started_at": _iso_utc(info.started_at),
-            "finished_at": _iso_utc(info.finished_at),
-            "root": info.root,
-            "tool": info.tool,
-            "counts": {"total": len(records), "ok": ok, "failed": len(records) - ok},
-        },
+    job: dict[str, object] = {
+        "id": info.job_id,
+        "site": info.site,
+        "sitemap_urls": list(info.sitemap_urls),
+        "options": dict(info.options),
+        "started_at": _iso_utc(info.started_at),
+        "finished_at": _iso_utc(info.finished_at),
+        "root": info.root,
+        "tool": info.tool,
+        "counts": {"total": len(records), "ok": ok, "failed": len(records) - ok},
+        "source": info.source,
+        "truncated": info.truncated,
+        "found": info.found,
+        "reasons": list(info.reasons),
     }
+    if info.source == "urls":
+        job["deduplicated"] = info.deduplicated
+    head = {"schema": MANIFEST_SCHEMA, "job": job}
     text = _json(head, indent=1)
     # Reopen the object (``...\n}``) to stream the rows one line each.
     yield text[: -len("\n}")] + ',\n "urls": ['
@@ -351,7 +429,7 @@ def _manifest_chunks(info: ArchiveInfo, records: Sequence[PageRecord]) -> Iterat
 
 
 def _manifest_row(record: PageRecord) -> dict[str, object]:
-    return {
+    row: dict[str, object] = {
         "seq": record.seq,
         "url": record.url,
         "entry": record.entry,
@@ -365,6 +443,31 @@ def _manifest_row(record: PageRecord) -> dict[str, object]:
         "bytes": record.bytes,
         "sha256": record.sha256,
     }
+    # Only where they apply: the common row stays as short as it was.
+    if record.truncated_height:
+        row["truncated_height"] = True
+    if record.load == "partial":
+        row["load"] = "partial"
+        row["pending_hosts"] = list(record.pending_hosts)
+    if record.pdf_pages is not None:
+        row["pdf_pages"] = record.pdf_pages
+    if record.blocked_requests is not None:
+        row["blocked_requests"] = record.blocked_requests
+    if record.extras:
+        row["screenshots"] = [
+            {
+                "name": extra.name,
+                "entry": extra.entry,
+                "width": extra.width,
+                "height": extra.height,
+                "bytes": extra.bytes,
+                "sha256": extra.sha256,
+            }
+            for extra in record.extras
+        ]
+    if record.options is not None:
+        row["options"] = dict(record.options)
+    return row
 
 
 def _json(value: object, *, indent: int | None = None) -> str:
@@ -414,6 +517,7 @@ content-visibility:auto;contain-intrinsic-size:auto 420px}
 .card p{margin:.4rem .6rem;font-size:.8rem;overflow-wrap:anywhere}
 .meta{opacity:.75}
 .failed li{margin:.3rem 0;overflow-wrap:anywhere}
+.warn{opacity:1!important;border-left:4px solid #c80;padding-left:.5rem}
 """
 
 
@@ -449,6 +553,8 @@ def _gallery_chunks(info: ArchiveInfo, records: Sequence[PageRecord]) -> Iterato
     started = info.started_at.astimezone(datetime.UTC)
     finished = info.finished_at.astimezone(datetime.UTC)
     site = _text(info.site)
+    # The count links to the list of failed pages (their reasons are there).
+    failed = f'<a href="#failed">{len(failed_rows)} failed</a>' if failed_rows else "0 failed"
     yield (
         "<!doctype html>\n"
         '<html lang="en">\n<head>\n'
@@ -461,8 +567,9 @@ def _gallery_chunks(info: ArchiveInfo, records: Sequence[PageRecord]) -> Iterato
         f"<h1>Screenshots of {_link_or_text(info.site)}</h1>\n"
         f"<p>{started:%Y-%m-%d} \u00b7 captured {started:%H:%M}\u2013{finished:%H:%M} UTC"
         f" \u00b7 {_text(info.tool)} \u00b7 job {_text(info.job_id)}</p>\n"
-        f"<p>{len(records)} pages: {len(ok_rows)} captured, {len(failed_rows)} failed"
+        f"<p>{len(records)} pages: {len(ok_rows)} captured, {failed}"
         ' \u00b7 <a href="_manifest.json">_manifest.json</a></p>\n'
+        f"{_truncation_note(info, len(records))}"
         "</header>\n<main>\n"
     )
     if ok_rows:
@@ -478,10 +585,29 @@ def _gallery_chunks(info: ArchiveInfo, records: Sequence[PageRecord]) -> Iterato
     yield "</main>\n</body>\n</html>\n"
 
 
+def _truncation_note(info: ArchiveInfo, pages: int) -> str:
+    """The header's warning that a limit cut the list (empty when none did)."""
+    if not info.truncated:
+        return ""
+    listed = (
+        f"the sitemaps list {info.found} URLs"
+        if info.found is not None
+        else (f"the sitemaps list more than {pages} URLs")
+    )
+    limits = ", ".join(info.reasons) or "a limit"
+    return (
+        f'<p class="warn"><strong>Not the whole site:</strong> {listed}; '
+        f"{pages} were selected ({_text(limits)} cut the list).</p>\n"
+    )
+
+
 def _card(record: PageRecord) -> str:
     assert record.entry is not None
     image_href = _attr(quote(record.entry, safe="/"))
-    if record.thumb_path is not None:
+    if record.is_pdf:
+        pages = "" if record.pdf_pages is None else f" \u00b7 {record.pdf_pages} pages"
+        picture = f'<span class="nothumb pdf">PDF{pages}</span>'
+    elif record.thumb_path is not None:
         picture = (
             f'<img loading="lazy" decoding="async" src="{THUMBS_DIR}/{record.seq:06d}.jpg"'
             f' alt="{_attr(_visible(record.url))}">'
@@ -493,6 +619,10 @@ def _card(record: PageRecord) -> str:
         meta.append(f"{record.width}\u00d7{record.height}")
     if record.http_status is not None:
         meta.append(f"HTTP {record.http_status}")
+    if record.truncated_height:
+        meta.append("cut at the height limit")
+    if record.load == "partial":
+        meta.append("load partial")
     lines = [
         f'<li class="card" id="p{record.seq:06d}">',
         f'<a class="thumb" href="{image_href}">{picture}</a>',
@@ -501,15 +631,22 @@ def _card(record: PageRecord) -> str:
     ]
     if record.final_url is not None and record.final_url != record.url:
         lines.append(f'<p class="meta">\u2192 {_link_or_text(record.final_url)}</p>')
+    if record.extras:
+        links = _DOT.join(
+            f'<a href="{_attr(quote(extra.entry, safe="/"))}">{_text(extra.name)}</a>'
+            for extra in record.extras
+        )
+        lines.append(f'<p class="meta">screenshots: {links}</p>')
     lines.append("</li>\n")
     return "\n".join(lines)
 
 
 def _failed_item(record: PageRecord) -> str:
     parts = [f"<code>{_text(record.error_code or 'ERROR')}</code>", _link_or_text(record.url)]
-    if record.http_status is not None:
-        parts.append(f"(HTTP {record.http_status})")
     message = record.error_message or ""
+    # The status once: HTTP_ERROR's own message already names it.
+    if record.http_status is not None and f"HTTP {record.http_status}" not in message:
+        parts.append(f"(HTTP {record.http_status})")
     if len(message) > _GALLERY_MESSAGE_CHARS:
         message = message[:_GALLERY_MESSAGE_CHARS] + "\u2026"
     if message:
@@ -561,8 +698,9 @@ def build_zip(
     """Write the manifest and gallery to ``work_dir`` and plan the archive's stream.
 
     Entries, all under ``info.root + "/"``, all stored, all regular files, in this
-    order: ``_manifest.json``, ``index.html``, the images (``record.entry``) by
-    ``seq``, the thumbnails (``_thumbs/<seq:06>.jpg``) by ``seq``. Non-ASCII names
+    order: ``_manifest.json``, ``index.html``, the images (``record.entry``, each
+    followed by its intermediate screenshots) by ``seq``, the thumbnails
+    (``_thumbs/<seq:06>.jpg``) by ``seq``. Non-ASCII names
     carry the ZIP UTF-8 flag. Every name is checked again here (the caller's names
     are already safe; this is the last line of defence before users' disks): the root
     must match ``[a-z0-9-]+``, every name must satisfy ``is_safe_entry`` and no two
@@ -603,6 +741,8 @@ def build_zip(
         if record.image_path is None:
             raise ArchiveError(f"row {record.seq} is ok but has no image_path")
         images.append(_Source(_arcname(info.root, record.entry), record.image_path))
+        for extra in record.extras:
+            images.append(_Source(_arcname(info.root, extra.entry), extra.path))
         if record.thumb_path is not None:
             thumb_entry = f"{THUMBS_DIR}/{record.seq:06d}.jpg"
             thumbs.append(_Source(_arcname(info.root, thumb_entry), record.thumb_path))

@@ -16,6 +16,7 @@ from typing import Final
 import attrs
 
 from ._exceptions import BrowserUnavailable, ValidationError
+from ._sandbox import DEFAULT_RENDERER_MEMORY, DEFAULT_USER, MODES, SandboxConfig
 
 __all__ = ["Settings", "find_chromium"]
 
@@ -50,6 +51,9 @@ class Settings:
     allow: tuple[str, ...] = ()
     #: Overrides of the API's rate limits: bucket -> (requests, window seconds).
     rate_limits: tuple[tuple[str, int, int], ...] = ()
+    #: How Chromium is isolated (``BULK_SANDBOX``, ``BULK_CHROMIUM_USER``,
+    #: ``BULK_RENDERER_MEMORY_MB``, ``BULK_CAPTURE_MEMORY_MB``).
+    sandbox: SandboxConfig = attrs.field(factory=SandboxConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,7 +82,34 @@ class Settings:
             allow_private=_truthy(env.get("BULK_ALLOW_PRIVATE")),
             allow=allow,
             rate_limits=_rate_limits(env.get("BULK_RATE_LIMITS", "")),
+            sandbox=_sandbox(env),
         )
+
+
+def _sandbox(env: Mapping[str, str]) -> SandboxConfig:
+    """``BULK_SANDBOX``, ``BULK_CHROMIUM_USER`` and the two memory bounds, in MB."""
+    mode = env.get("BULK_SANDBOX", "").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ValidationError(
+            f"BULK_SANDBOX must be one of {', '.join(MODES)}", field="BULK_SANDBOX"
+        )
+    renderer = _megabytes(env, "BULK_RENDERER_MEMORY_MB")
+    user = env.get("BULK_CHROMIUM_USER", "").strip() or DEFAULT_USER
+    return SandboxConfig(
+        mode=mode,
+        user=user,
+        renderer_memory=DEFAULT_RENDERER_MEMORY if renderer is None else renderer,
+        capture_memory=_megabytes(env, "BULK_CAPTURE_MEMORY_MB"),
+    )
+
+
+def _megabytes(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 128:
+        raise ValidationError(f"{name} must be a number of MB, at least 128", field=name)
+    return int(text) * 1024 * 1024
 
 
 _BUCKETS: Final = ("general", "screenshot", "bulk", "register")

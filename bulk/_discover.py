@@ -48,9 +48,10 @@ RESPONSE_TOO_LARGE or FETCH_ERROR), else NO_SITEMAP_FOUND (only guesses, which m
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Final, TypeVar, final
@@ -91,6 +92,7 @@ __all__ = [
     "discover_all",
     "is_sitemap_url",
     "max_sitemaps_for",
+    "same_host_key",
 ]
 
 COMMON_PATHS: Final = (
@@ -150,6 +152,24 @@ class _Doc:
     hosts: set[str] = attrs.field(factory=set)
 
 
+def same_host_key(hostname: str) -> str:
+    """What ``--same-host`` compares: the host name, the names of this machine as one.
+
+    ``localhost`` (and ``*.localhost``), ``127.0.0.1`` and ``::1`` all mean "this
+    machine": a sitemap generated on ``127.0.0.1`` lists the pages the user reached
+    as ``localhost``. Other loopback addresses (``127.0.0.2``) stay hosts of their own.
+    """
+    host = hostname.lower().strip("[]").rstrip(".")
+    if host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost"):
+        return "localhost"
+    try:
+        if ipaddress.ip_address(host) == ipaddress.ip_address("::1"):
+            return "localhost"
+    except ValueError:
+        pass
+    return host
+
+
 def _hostname(url: str) -> str | None:
     try:
         return parse_http_url(url).hostname
@@ -174,6 +194,9 @@ class _Run:
         self.visited: set[str] = set()
         self.documents = 0
         self.hosts: set[str] = set()
+        # Hosts (``same_host_key``) of the site, and the pages --same-host left out.
+        self.host_keys: set[str] = set()
+        self.other_hosts: Counter[str] = Counter()
         # Guessed URLs (the common paths): their failures are expected, not errors.
         self.probes: frozenset[str] = frozenset()
         # The sitemap URL the user gave (its own InvalidURL is theirs to hear about).
@@ -194,6 +217,11 @@ class _Run:
         self.first_relative: tuple[str, str] | None = None
         self.first_cross_host: tuple[str, str] | None = None
 
+    def add_host(self, hostname: str) -> None:
+        """``hostname`` is the site's own (``--same-host`` keeps its pages)."""
+        self.hosts.add(hostname)
+        self.host_keys.add(same_host_key(hostname))
+
     def warn(self, url: str, exc: BulkError, note: str = "") -> None:
         self.result.warnings.append(f"{url}: {exc.code}: {exc.message}{note}")
 
@@ -204,6 +232,17 @@ class _Run:
 
     def no_pages_error(self, site: str) -> BulkError:
         """The most informative reason why no page URL was found (see the module doc)."""
+        if self.found_page_list and self.other_hosts:
+            listed = ", ".join(f"{h} ({n})" for h, n in self.other_hosts.most_common(5))
+            more = len(self.other_hosts) - 5
+            if more > 0:
+                listed += f" and {more} more"
+            expected = ", ".join(sorted(self.hosts))
+            return NoURLsFound(
+                f"--same-host: the sitemaps of {site} list pages only on other hosts: "
+                f"{listed}; expected {expected} (archive one of those hosts, or drop "
+                "--same-host)"
+            )
         if self.found_page_list:
             return NoURLsFound(f"the sitemaps of {site} list no usable page URL")
         if self.refusals:
@@ -246,8 +285,12 @@ class _Run:
                 continue
             if url in seen:
                 continue
-            if same_host and parse_http_url(url).hostname not in self.hosts:
-                continue
+            if same_host:
+                host = parse_http_url(url).hostname
+                if host not in self.hosts and same_host_key(host) not in self.host_keys:
+                    if len(self.other_hosts) < 1000 or host in self.other_hosts:
+                        self.other_hosts[host] += 1
+                    continue
             seen.add(url)
             if self.counting:
                 self.count_one_more()
@@ -469,13 +512,14 @@ async def _robots_sitemaps(run: _Run, origin: str) -> list[str] | None:
             run.result.requests = run.fetcher.requests
             run.visited.add(robots_url)
             # A robots.txt that redirects to www. (or https) tells where the site lives.
-            run.hosts.add(parse_http_url(response.url).hostname)
+            run.add_host(parse_http_url(response.url).hostname)
             if not response.ok:
                 return []
             body = await response.read(_ROBOTS_LIMIT)
             final = response.url
     except FetchError as exc:
         if not responded:
+            run.unreachable.append(exc)  # why, for the error if no origin answers
             return None
         run.warn(robots_url, exc, "; robots.txt ignored")
         return []
@@ -562,7 +606,10 @@ async def discover(
 
 async def _discover(run: _Run, candidates: list[ParsedURL], sitemap: bool | None) -> None:
     first = candidates[0]
-    run.hosts = {c.hostname for c in candidates}
+    run.hosts.clear()
+    run.host_keys.clear()
+    for cand in candidates:
+        run.add_host(cand.hostname)
     if sitemap or (sitemap is None and is_sitemap_url(first)):
         # The sitemap is the whole scope; a bare domain tries https, then http.
         for cand in candidates:
@@ -584,7 +631,8 @@ async def _discover(run: _Run, candidates: list[ParsedURL], sitemap: bool | None
             origin = cand
             break
     if sitemaps is None:
-        raise FetchError(f"could not reach {first.hostname}")
+        why = f": {run.unreachable[-1].message}" if run.unreachable else ""
+        raise FetchError(f"could not reach {first.authority}{why}")
     run.result.site = origin.origin
     if not sitemaps:
         sitemaps = _probe_urls(origin)

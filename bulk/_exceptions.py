@@ -30,7 +30,8 @@ error is one new class in this module, with those three attributes, and nothing 
     │   ├── SelectorNotFound          SELECTOR_NOT_FOUND
     │   ├── BrowserCrashed            BROWSER_CRASHED
     │   ├── DownloadRefused           DOWNLOAD_REFUSED   (the URL is a file download)
-    │   └── PageTooLarge              PAGE_TOO_LARGE     (over the pixel or memory cap)
+    │   ├── PageTooLarge              PAGE_TOO_LARGE     (over the pixel or memory cap)
+    │   └── ActionFailed              ACTION_FAILED      (a step of the actions script)
     ├── BrowserUnavailable            CHROMIUM_NOT_FOUND
     ├── APIKeyRequired                API_KEY_REQUIRED
     ├── InvalidAPIKey                 INVALID_API_KEY
@@ -51,7 +52,9 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── InvalidJobTransition          INVALID_JOB_TRANSITION
     ├── LockHeld                      LOCKED             (another process holds the lock)
     ├── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
-    └── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
+    ├── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
+    ├── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
+    └── OutputExists                  OUTPUT_EXISTS      (``bulk archive`` would replace work)
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "APIKeyRequired",
+    "ActionFailed",
     "ArchiveError",
     "BrowserCrashed",
     "BrowserUnavailable",
@@ -79,6 +83,7 @@ __all__ = [
     "InsufficientCredits",
     "Interrupted",
     "InvalidAPIKey",
+    "InvalidArchive",
     "InvalidJobTransition",
     "InvalidSitemap",
     "InvalidURL",
@@ -91,6 +96,7 @@ __all__ = [
     "NoPagesCaptured",
     "NoSitemapFound",
     "NoURLsFound",
+    "OutputExists",
     "PageTooLarge",
     "PayloadTooLarge",
     "RateLimitExceeded",
@@ -474,3 +480,31 @@ class ArchiveError(BulkError, ValueError):
     api_status = 500
     description = "The ZIP could not be made (an internal error; the job's credits are refunded)"
 
+
+class InvalidArchive(BulkError):
+    """``bulk diff`` (or ``--compare-with``) was given a file that is not a readable
+    bulk ZIP: not a ZIP, no ``_manifest.json`` of bulk's schema, a listed image that
+    is missing, over a size limit or cannot be decoded."""
+
+    code = "INVALID_ARCHIVE"
+    api_status = 400
+    description = "The file is not a readable bulk archive (ZIP with a bulk _manifest.json)"
+
+
+class OutputExists(BulkError):
+    """``bulk archive`` was asked to write where earlier work is: an existing ``OUT``
+    (``--force`` replaces it) or an unfinished run in ``OUT.work`` (``--resume``
+    continues it, ``--force`` discards it). Nothing was touched."""
+
+    code = "OUTPUT_EXISTS"
+    api_status = 409
+    description = "The output or an unfinished run of it exists (--force replaces it)"
+
+
+class ActionFailed(CaptureError):
+    """A step of the capture script (the ``actions`` option) failed; ``details`` has
+    ``step`` (its index), ``action`` (its kind) and ``reason``."""
+
+    code = "ACTION_FAILED"
+    api_status = 500
+    description = "A step of the actions script failed (details: step, action, reason)"

@@ -19,30 +19,51 @@ stops another job, the runner or the service.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
+import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Final, final
+from typing import Any, Final, final
 
 import attrs
 import trio
 
-from ._archive import ArchiveInfo, PageRecord, build_zip, make_thumbnail, write_zip
+from ._archive import ArchiveInfo, ExtraShot, PageRecord, build_zip, make_thumbnail, write_zip
 from ._capture import BrowserPool, CaptureSession, Screenshot
 from ._discover import DiscoverLimits, Discovery, discover
-from ._exceptions import BulkError, ResumeMismatch, SecretsUnavailable
+from ._exceptions import (
+    BulkError,
+    OutputExists,
+    ResumeMismatch,
+    SecretsUnavailable,
+    ValidationError,
+)
 from ._fetch import Fetcher
-from ._ledger import Claim, JobRow, Ledger, NewJob, SecretBox, UrlResult, UrlRow, parse_iso
-from ._options import CaptureOptions
+from ._ledger import (
+    Claim,
+    JobRow,
+    Ledger,
+    NewJob,
+    NewUrl,
+    SecretBox,
+    UrlResult,
+    UrlRow,
+    parse_iso,
+)
+from ._options import OPTION_SPECS, CaptureOptions
 from ._paths import Layout, root_folder
 from ._policy import EgressPolicy
-from ._results import failed_result, ok_result
-from ._urls import site_candidates
+from ._results import capture_facts, extra_shots, failed_result, ok_result
+from ._urllist import UrlList, screenshot_names
+from ._urls import parse_http_url, site_candidates
 from ._util import Contained, contained, hold_lock, open_owned_nursery
 
 __all__ = [
@@ -51,14 +72,23 @@ __all__ = [
     "Progress",
     "RunnerConfig",
     "archive_site",
+    "archive_urls",
+    "check_root_name",
     "job_dir",
+    "list_discovery",
     "lock_for",
+    "url_rows",
     "work_dir_for",
 ]
 
 log = logging.getLogger("bulk.jobs")
 
 _IDLE_POLL: Final = 0.5
+# The longest per-URL timeout an option set can ask for (ms): the lease of a URL
+# whose own options may raise the job's timeout must outlast it.
+_MAX_TIMEOUT_MS: Final = next(int(s.maximum or 0) for s in OPTION_SPECS if s.name == "timeout")
+#: What ``--name`` (the archive's root folder) may be: what ``_paths.root_folder`` makes.
+ROOT_NAME_PATTERN: Final = r"[a-z0-9][a-z0-9-]{0,199}"
 
 
 @attrs.frozen(kw_only=True)
@@ -80,7 +110,11 @@ class RunnerConfig:
 
 @attrs.frozen
 class Progress:
-    """One URL finished: what the progress bar and logs are told."""
+    """One URL finished: what the progress bar and logs are told.
+
+    ``done``/``ok_count`` count the job's settled URLs (an earlier, interrupted run's
+    included); ``elapsed_ms`` is this capture's wall time, ``bytes`` its file size.
+    """
 
     job_id: str
     seq: int
@@ -89,6 +123,11 @@ class Progress:
     error_code: str | None
     total: int
     error_message: str | None = None
+    http_status: int | None = None
+    elapsed_ms: int | None = None
+    bytes: int | None = None
+    done: int = 0
+    ok_count: int = 0
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
@@ -102,6 +141,136 @@ def _write_image(path: Path, data: bytes) -> str:
         f.write(data)
     os.replace(tmp, path)
     return hashlib.sha256(data).hexdigest()
+
+
+def _is_url_list(job: JobRow) -> bool:
+    return bool(job.discovery) and (job.discovery or {}).get("source") == "urls"
+
+
+@final
+class _Session:
+    """One open capture session of a job and how many captures use it now."""
+
+    def __init__(self, session: CaptureSession, stack: contextlib.AsyncExitStack) -> None:
+        self.session = session
+        self.stack = stack
+        self.users = 0
+
+
+# An option set (as its JSON text: options may hold unhashable values) and, for
+# domain-less cookies in a URL list, the origin they are for.
+_SessionKey = tuple[str, str | None]
+
+
+@final
+class _Sessions:
+    """A job's capture sessions: its own, and one per distinct per-URL option set.
+
+    A URL-list item with its own options is captured in a browser context made for
+    those options, opened when first needed and shared by every URL with the same
+    ones. Contexts not in use are closed, least recently used first, while more
+    than the pool's concurrency are open, so a list of thousands of distinct option
+    sets holds a bounded number of contexts. The workers stay the same in number
+    and take the pool's slots one at a time, so jobs sharing the pool still take
+    turns fairly.
+
+    Cookies given without a domain belong to the page they are set for: in a URL
+    list (whose URLs may be on any host) a context for such options is opened per
+    origin, for that origin; a sitemap job's belong to its site, as always.
+    """
+
+    def __init__(self, pool: BrowserPool, job: JobRow, options: CaptureOptions) -> None:
+        self._pool = pool
+        self._site = job.site
+        self._list = _is_url_list(job)
+        self.base_options = options
+        self._base_json = options.to_json()
+        self._limit = max(2, pool.config.concurrency)
+        self._open: collections.OrderedDict[_SessionKey, _Session] = collections.OrderedDict()
+        self._lock = trio.Lock()
+        self._base: _Session | None = None
+        self._parsed: dict[str, CaptureOptions] = {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, pool: BrowserPool, job: JobRow, options: CaptureOptions
+    ) -> AsyncIterator[_Sessions]:
+        """The job's sessions for the block; every one is closed when it ends."""
+        sessions = cls(pool, job, options)
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(pool.session(options, job.site))
+            sessions._base = _Session(session, stack)
+            try:
+                yield sessions
+            finally:
+                with trio.CancelScope(shield=True):
+                    for entry in list(sessions._open.values()):
+                        await entry.stack.aclose()
+                    sessions._open.clear()
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """One of the pool's slots (FIFO, shared by every job)."""
+        assert self._base is not None
+        return self._base.session.slot()
+
+    def options_for(self, claim: Claim) -> CaptureOptions:
+        """The options ``claim`` is captured with: the job's, or its own override's.
+
+        Raises:
+            ValidationError: The stored override no longer makes valid options.
+        """
+        if claim.options is None:
+            return self.base_options
+        key = repr(sorted(claim.options.items()))
+        known = self._parsed.get(key)
+        if known is None:
+            known = CaptureOptions.from_mapping({**self._base_json, **claim.options})
+            if len(self._parsed) < 1024:  # a cache, not a copy of the list
+                self._parsed[key] = known
+        return known
+
+    @contextlib.asynccontextmanager
+    async def session_for(self, options: CaptureOptions, url: str) -> AsyncIterator[CaptureSession]:
+        """The session that captures ``url`` with ``options``, held for the block."""
+        assert self._base is not None
+        origin: str | None = None
+        if self._list and any(c.domain is None for c in options.cookies):
+            origin = parse_http_url(url).origin
+        if options == self.base_options and origin is None:
+            yield self._base.session
+            return
+        key: _SessionKey = (json.dumps(options.to_json(), sort_keys=True), origin)
+        async with self._lock:
+            entry = self._open.get(key)
+            if entry is None:
+                stack = contextlib.AsyncExitStack()
+                try:
+                    session = await stack.enter_async_context(
+                        self._pool.session(options, url if origin is not None else None)
+                    )
+                except BaseException:
+                    await stack.aclose()
+                    raise
+                entry = self._open[key] = _Session(session, stack)
+            self._open.move_to_end(key)
+            entry.users += 1
+        try:
+            yield entry.session
+        finally:
+            entry.users -= 1
+            with trio.CancelScope(shield=True):
+                await self._trim()
+
+    async def _trim(self) -> None:
+        async with self._lock:
+            for key in list(self._open):
+                if len(self._open) <= self._limit:
+                    break
+                entry = self._open[key]
+                if entry.users == 0:
+                    del self._open[key]
+                    await entry.stack.aclose()
 
 
 @final
@@ -234,26 +403,26 @@ class JobRunner:
         folder = job_dir(self.config.data_dir, job.id)
         for sub in ("img", "thumbs"):
             await trio.Path(folder / sub).mkdir(parents=True, exist_ok=True)
-        lease = options.timeout / 1000 * 3 + 60
+        # A URL list's own options may raise the timeout: its leases outlast any.
+        timeout = _MAX_TIMEOUT_MS if _is_url_list(job) else options.timeout
+        lease = timeout / 1000 * 3 + 60
         event = self._url_events[job.id] = trio.Event()
         try:
             async with (
-                self.pool.session(options, job.site) as session,
+                _Sessions.open(self.pool, job, options) as sessions,
                 trio.open_nursery() as nursery,
             ):
                 for _ in range(self.pool.config.concurrency):
-                    nursery.start_soon(self._worker, job.id, session, folder, lease)
+                    nursery.start_soon(self._worker, job.id, sessions, folder, lease)
         finally:
             if self._url_events.get(job.id) is event:
                 del self._url_events[job.id]
 
-    async def _worker(
-        self, job_id: str, session: CaptureSession, folder: Path, lease: float
-    ) -> None:
+    async def _worker(self, job_id: str, sessions: _Sessions, folder: Path, lease: float) -> None:
         while True:
             # The pool slot first, then the claim: a URL is leased (and its attempt
             # counted) only when its capture can start at once.
-            async with session.slot():
+            async with sessions.slot():
                 # Shielded: the ledger grants the lease even if we are cancelled
                 # meanwhile, and a lease nobody knows about could only come back by
                 # expiring.
@@ -263,15 +432,17 @@ class JobRunner:
                     )
                 if claims:
                     claim = claims[0]
+                    started = trio.current_time()
                     try:
                         with contained(
                             log, "capturing URL %d of job %s", claim.seq, job_id
                         ) as outcome:
-                            result = await self._capture_one(claim, session, folder)
+                            result = await self._capture_one(claim, sessions, folder)
                     except BaseException:
                         with trio.CancelScope(shield=True):
                             await self.ledger.release([claim])
                         raise
+                    elapsed = trio.current_time() - started
                     if outcome.failed:
                         # An unforeseen error fails this URL only (refunded).
                         result = UrlResult(
@@ -297,6 +468,11 @@ class JobRunner:
                             result.error_code,
                             job.total,
                             result.error_message,
+                            http_status=result.http_status,
+                            elapsed_ms=round(elapsed * 1000),
+                            bytes=result.bytes,
+                            done=job.processed,
+                            ok_count=job.ok,
                         )
                     )
                 continue
@@ -317,24 +493,65 @@ class JobRunner:
             if event is not None and event.is_set():
                 self._url_events[job_id] = trio.Event()
 
-    async def _capture_one(self, claim: Claim, session: CaptureSession, folder: Path) -> UrlResult:
+    async def _capture_one(self, claim: Claim, sessions: _Sessions, folder: Path) -> UrlResult:
         try:
             self.policy.check_url(claim.url)
-            shot: Screenshot = await session.capture(claim.url)
+            options = sessions.options_for(claim)
+            async with sessions.session_for(options, claim.url) as session:
+                shot: Screenshot = await session.capture(claim.url)
         except BulkError as exc:
             return failed_result(exc)
-        ext = session.options.extension
+        ext = options.extension
         # Named by the lease, unique per claim: a stale worker can never overwrite the
         # file a settled row points to.
         name = f"{claim.seq:06d}-{claim.lease}.{ext}"
         digest = await trio.to_thread.run_sync(_write_image, folder / "img" / name, shot.data)
-        if self.config.thumbnails:
+        facts = capture_facts(shot)
+        extras = await self._write_extras(claim, shot, folder)
+        if extras:
+            facts["extras"] = extras
+        if self.config.thumbnails and ext != "pdf":
+            # A PDF has no thumbnail: the gallery shows a tile for it.
             thumb = folder / "thumbs" / f"{claim.seq:06d}.jpg"
             try:
                 await trio.to_thread.run_sync(make_thumbnail, folder / "img" / name, thumb)
             except ValueError:
-                log.warning("no thumbnail for %s", claim.url)
-        return ok_result(shot, digest, f"img/{name}")
+                log.warning("no thumbnail for URL %d of job %s", claim.seq, claim.job_id)
+        return ok_result(shot, digest, f"img/{name}", facts)
+
+    async def _write_extras(
+        self, claim: Claim, shot: Screenshot, folder: Path
+    ) -> list[dict[str, Any]]:
+        """Write a capture script's named intermediate screenshots next to the image.
+
+        Only names reserved for the URL when it was added (``Claim.extra_entries``)
+        can go into the ZIP; another is dropped with a log line.
+        """
+        written: list[dict[str, Any]] = []
+        for index, extra in enumerate(extra_shots(shot), 1):
+            label = str(getattr(extra, "name", ""))
+            entry = claim.extra_entries.get(label)
+            data = getattr(extra, "data", None)
+            if entry is None or not isinstance(data, bytes):
+                log.warning(
+                    "URL %d of job %s: unreserved screenshot dropped", claim.seq, claim.job_id
+                )
+                continue
+            ext = entry.rsplit(".", 1)[-1]
+            name = f"{claim.seq:06d}-{claim.lease}@{index}.{ext}"
+            digest = await trio.to_thread.run_sync(_write_image, folder / "img" / name, data)
+            written.append(
+                {
+                    "name": label,
+                    "entry": entry,
+                    "file": f"img/{name}",
+                    "width": getattr(extra, "width", None),
+                    "height": getattr(extra, "height", None),
+                    "bytes": len(data),
+                    "sha256": digest,
+                }
+            )
+        return written
 
     # ---- packaging ---------------------------------------------------------------
 
@@ -373,6 +590,7 @@ class JobRunner:
     ) -> tuple[int, str, Path]:
         folder = job_dir(self.config.data_dir, job.id)
         records = [_record(r, folder) for r in rows]
+        found = job.discovery or {}
         info = ArchiveInfo(
             job_id=job.id,
             root=job.root,
@@ -381,6 +599,11 @@ class JobRunner:
             options=_public_options(job.options),
             started_at=parse_iso(job.started_at or job.created_at),
             finished_at=datetime.now(UTC),
+            truncated=bool(found.get("truncated")),
+            found=found.get("found") if isinstance(found.get("found"), int) else None,
+            reasons=tuple(str(r) for r in found.get("reasons") or ()),
+            source="urls" if _is_url_list(job) else "sitemap",
+            deduplicated=int(found.get("deduplicated") or 0),
         )
         target = out or folder / f"{job.root}.zip"
         stream = await trio.to_thread.run_sync(lambda: build_zip(info, records, work_dir=folder))
@@ -413,6 +636,22 @@ def _no_pages_message(rows: Sequence[UrlRow]) -> str:
 def _record(row: UrlRow, folder: Path) -> PageRecord:
     ok = row.state == "ok"
     thumb = folder / "thumbs" / f"{row.seq:06d}.jpg"
+    facts = row.facts if ok else {}
+    extras = [
+        ExtraShot(
+            name=str(e["name"]),
+            entry=str(e["entry"]),
+            path=folder / str(e["file"]),
+            width=e.get("width"),
+            height=e.get("height"),
+            bytes=e.get("bytes"),
+            sha256=e.get("sha256"),
+        )
+        for e in facts.get("extras") or ()
+        if isinstance(e, Mapping)
+    ]
+    pages = facts.get("pdf_pages")
+    blocked = row.facts.get("blocked_requests")
     return PageRecord(
         seq=row.seq,
         url=row.url,
@@ -428,7 +667,35 @@ def _record(row: UrlRow, folder: Path) -> PageRecord:
         sha256=row.sha256,
         image_path=folder / row.file if ok and row.file else None,
         thumb_path=thumb if ok and thumb.exists() else None,
+        truncated_height=facts.get("truncated_height") is True,
+        load="partial" if facts.get("load") == "partial" else None,
+        pending_hosts=tuple(str(h) for h in facts.get("pending_hosts") or ()),
+        pdf_pages=pages if isinstance(pages, int) else None,
+        blocked_requests=blocked if isinstance(blocked, int) else None,
+        extras=extras,
+        options=_masked(row.options) if row.options is not None else None,
     )
+
+
+def _masked(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A URL's own options as the manifest may show them (cookie and header values,
+    and text a capture script types, masked, as in the job's options)."""
+    out = dict(options)
+    if isinstance(out.get("actions"), list):
+        # Text typed into a page may be a password.
+        out["actions"] = [
+            {"type": {**a["type"], "text": "***"}}
+            if isinstance(a, dict) and isinstance(a.get("type"), dict)
+            else a
+            for a in out["actions"]
+        ]
+    if isinstance(out.get("cookies"), list):
+        out["cookies"] = [
+            {**c, "value": "***"} if isinstance(c, dict) else "***" for c in out["cookies"]
+        ]
+    if isinstance(out.get("headers"), dict):
+        out["headers"] = dict.fromkeys(out["headers"], "***")
+    return out
 
 
 def _public_options(options: object) -> dict[str, object]:
@@ -444,13 +711,18 @@ def _public_options(options: object) -> dict[str, object]:
 
 @attrs.frozen(kw_only=True)
 class ArchiveResult:
-    """How an offline archive run ended."""
+    """How an offline archive run ended.
+
+    ``captured`` counts the URLs this run settled (an interrupted run's earlier ones
+    are in ``job`` but not here: a rate is ``captured / elapsed``).
+    """
 
     job: JobRow
     out: Path | None
     elapsed: float
     discovery: Discovery | None
     resumed: bool
+    captured: int = 0
 
 
 def work_dir_for(out: Path) -> Path:
@@ -463,6 +735,146 @@ def lock_for(out: Path) -> Path:
     return out.with_name(out.name + ".lock")
 
 
+def check_root_name(name: str) -> str:
+    """``--name``: the archive's root folder, in the form bulk itself gives it.
+
+    Raises:
+        ValidationError: Not 1 to 200 of ``a-z 0-9 -``, starting with a letter or digit.
+    """
+    if not re.fullmatch(ROOT_NAME_PATTERN, name):
+        raise ValidationError(
+            f"--name {name[:80]!r}: use 1 to 200 lowercase letters, digits and '-' "
+            "(it names the ZIP's root folder)",
+            field="name",
+        )
+    return name
+
+
+def list_discovery(urls: UrlList, *, kept: int, truncated: bool) -> dict[str, Any]:
+    """What a URL-list job records where a sitemap job keeps its ``Discovery``.
+
+    Args:
+        urls: The checked list.
+        kept: How many of its distinct URLs the job captures.
+        truncated: A limit cut the list to ``kept``.
+    """
+    return {
+        "source": "urls",
+        "items": urls.given,
+        "pages": kept,
+        "found": len(urls.items),
+        "deduplicated": urls.deduplicated,
+        "truncated": truncated,
+        "reasons": ["max_pages"] if truncated else [],
+        "list_sha256": urls.signature(),
+    }
+
+
+def url_rows(urls: UrlList, layout: Layout, limit: int | None = None) -> list[NewUrl]:
+    """The ledger rows of a URL list, entry names (and screenshot entries) fixed."""
+    rows: list[NewUrl] = []
+    for item in urls.items[:limit]:
+        entry, shots = layout.assign_shots(
+            item.url, screenshot_names(item.options), extension=item.options.extension
+        )
+        rows.append(
+            NewUrl(url=item.url, entry=entry, options=item.override, extra_entries=shots or None)
+        )
+    return rows
+
+
+def _counting(
+    on_progress: Callable[[Progress], None] | None, seen: list[int]
+) -> Callable[[Progress], None]:
+    def count(p: Progress) -> None:
+        seen[0] += 1
+        if on_progress is not None:
+            on_progress(p)
+
+    return count
+
+
+def _refuse_overwrite(out: Path, work: Path, resume: bool, force: bool) -> None:
+    """Earlier work is never thrown away without being asked (exit 2, touching nothing)."""
+    if force:
+        return
+    if work.exists() and not resume:
+        raise OutputExists(
+            f"{work} holds an unfinished run: --resume continues it, --force discards it"
+        )
+    if out.exists() and not (resume and work.exists()):
+        raise OutputExists(f"{out} exists: --force replaces it")
+
+
+async def _run_offline(
+    out: Path,
+    *,
+    pool: BrowserPool,
+    policy: EgressPolicy,
+    resume: bool,
+    force: bool,
+    note: Callable[[str], None],
+    open_job: Callable[[Ledger, bool], Any],
+    run: Callable[[Ledger, JobRunner, Any], Any],
+    on_progress: Callable[[Progress], None] | None,
+) -> tuple[Any, bool, int]:
+    """The frame of an offline run: lock, work directory, ledger, runner.
+
+    ``open_job(ledger, resumed)`` makes (or finds) the job; its errors keep the work
+    directory (a mismatched ``--resume`` leaves the earlier run as it was).
+    ``run(ledger, runner, opened)`` does the work; once it returns or raises a
+    ``BulkError`` the work directory goes; an interruption keeps it for ``--resume``.
+
+    Returns:
+        What ``run`` returned, whether this resumed a run, URLs settled by this run.
+    """
+    work = work_dir_for(out)
+    # The lock comes first: until it is held, nothing of OUT, OUT.partial or OUT.work
+    # is touched (a second run to the same OUT must not wreck the first one).
+    with hold_lock(lock_for(out), remove=True, held=f"another bulk archive is writing {out}"):
+        _refuse_overwrite(out, work, resume, force)
+        if work.exists() and not resume:
+            note(f"discarding the unfinished run in {work} (--force)")
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(work))
+        elif resume and not work.exists():
+            note(f"nothing to resume in {work}: starting a new run")
+        resumed = work.exists()
+        work.mkdir(parents=True, exist_ok=True)
+        finished = False
+        settled = [0]
+        try:
+            # The run's cookies and headers are sealed with a key of its own, kept
+            # beside its ledger for --resume and removed with it.
+            box = await trio.to_thread.run_sync(SecretBox.from_key_file, work / "secrets.key")
+            async with Ledger.open(work / "ledger.db", secrets=box) as ledger:
+                runner = JobRunner(
+                    ledger,
+                    pool,
+                    policy,
+                    RunnerConfig(data_dir=work),
+                    on_progress=_counting(on_progress, settled),
+                )
+                # We hold the lock: any lease in the work directory belongs to a run
+                # that is gone (Ctrl-C, SIGKILL), so it goes back to the queue now.
+                await ledger.recover()
+                opened = await open_job(ledger, resumed)
+                try:
+                    value = await run(ledger, runner, opened)
+                except BulkError:
+                    # Nothing to resume after an error (only an interruption keeps
+                    # the work directory).
+                    finished = True
+                    raise
+                finished = True
+                return value, resumed, settled[0]
+        finally:
+            if finished:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        lambda: shutil.rmtree(work, ignore_errors=True)
+                    )
+
+
 async def archive_site(
     site: str,
     out: Path,
@@ -472,8 +884,11 @@ async def archive_site(
     pool: BrowserPool,
     fetcher: Fetcher,
     resume: bool = False,
+    force: bool = False,
+    name: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    on_discovered: Callable[[Discovery, Mapping[str, int]], None] | None = None,
     today: date | None = None,
 ) -> ArchiveResult:
     """Archive a whole site into ``out``: discover, capture, package (``bulk archive``).
@@ -484,12 +899,21 @@ async def archive_site(
     has ended (``out`` written, or nothing to capture). ``out`` only ever appears
     complete: it is written as ``.partial`` and renamed.
 
+    Args:
+        name: The ZIP's root folder (default ``screenshots-<host>-<date>``).
+        force: Replace an existing ``out``, discard an unfinished run of it.
+        on_discovered: Called once discovery has ended and every URL it found is in
+            the job, with its report and how many URLs each host (``host[:port]``)
+            has (the CLI's warnings).
+
     Returns:
         The result; ``out`` is ``None`` when no page could be captured (the job is
         ``failed`` with ``NO_PAGES_CAPTURED`` and no ZIP is written).
 
     Raises:
         LockHeld: Another ``bulk archive`` is writing ``out`` (nothing was touched).
+        OutputExists: ``out`` exists, or an unfinished run of it, and neither
+            ``force`` nor (for the latter) ``resume`` says what to do with it.
         ResumeMismatch: ``resume`` on a work directory of another site/options.
         DiscoveryError / FetchError / URLBlocked / InvalidURL: Nothing to capture.
 
@@ -498,96 +922,198 @@ async def archive_site(
     """
     note = on_note or (lambda _m: None)
     started = trio.current_time()
-    work = work_dir_for(out)
-    # The lock comes first: until it is held, nothing of OUT, OUT.partial or OUT.work
-    # is touched (a second run to the same OUT must not wreck the first one).
-    with hold_lock(lock_for(out), remove=True, held=f"another bulk archive is writing {out}"):
-        if work.exists() and not resume:
-            note(f"discarding the unfinished run in {work} (use --resume to continue it)")
-            await trio.to_thread.run_sync(lambda: shutil.rmtree(work))
-        elif resume and not work.exists():
-            note(f"nothing to resume in {work}: starting a new run")
-        resumed = work.exists()
-        work.mkdir(parents=True, exist_ok=True)
-        finished = False
-        try:
-            # The run's cookies and headers are sealed with a key of its own, kept
-            # beside its ledger for --resume and removed with it.
-            box = await trio.to_thread.run_sync(SecretBox.from_key_file, work / "secrets.key")
-            async with Ledger.open(work / "ledger.db", secrets=box) as ledger:
-                runner = JobRunner(
+    found: list[Discovery] = []
+    root = name or root_folder(site_candidates(site)[0].href, today or date.today())
+
+    async def open_job(ledger: Ledger, resumed: bool) -> tuple[JobRow, Layout, set[str]]:
+        return await _open_offline_job(ledger, site, options, root, resumed)
+
+    async def run(ledger: Ledger, runner: JobRunner, opened: Any) -> JobRow:
+        job, layout, known = opened
+        async with open_owned_nursery() as nursery:
+            if not job.urls_complete:
+                nursery.start_soon(
+                    _discover_into_job,
+                    site,
+                    fetcher,
+                    limits,
                     ledger,
-                    pool,
-                    fetcher.policy,
-                    RunnerConfig(data_dir=work),
-                    on_progress=on_progress,
+                    runner,
+                    job.id,
+                    layout,
+                    known,
+                    found,
+                    on_discovered,
                 )
-                # We hold the lock: any lease in the work directory belongs to a run
-                # that is gone (Ctrl-C, SIGKILL), so it goes back to the queue now.
-                await ledger.recover()
-                job, layout, known = await _open_offline_job(
-                    ledger, site, options, today or date.today(), resumed
-                )
-                found: list[Discovery] = []
-                try:
-                    async with open_owned_nursery() as nursery:
-                        if not job.urls_complete:
-                            send, recv = trio.open_memory_channel[str](math.inf)
-                            nursery.start_soon(
-                                _feed_job, ledger, runner, job.id, recv, layout, known
-                            )
-                            nursery.start_soon(
-                                _discover_job, site, fetcher, send, limits, ledger, job.id, found
-                            )
-                        final = await runner.run_job(job.id, out=out)
-                except BulkError:
-                    # Nothing to resume after an error (only an interruption keeps
-                    # the work directory).
-                    finished = True
-                    raise
-                finished = True
-                return ArchiveResult(
-                    job=final,
-                    out=out if final.status == "completed" else None,
-                    elapsed=trio.current_time() - started,
-                    discovery=found[0] if found else None,
-                    resumed=resumed,
-                )
-        finally:
-            if finished:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(
-                        lambda: shutil.rmtree(work, ignore_errors=True)
+            return await runner.run_job(job.id, out=out)
+
+    final, resumed, captured = await _run_offline(
+        out,
+        pool=pool,
+        policy=fetcher.policy,
+        resume=resume,
+        force=force,
+        note=note,
+        open_job=open_job,
+        run=run,
+        on_progress=on_progress,
+    )
+    return ArchiveResult(
+        job=final,
+        out=out if final.status == "completed" else None,
+        elapsed=trio.current_time() - started,
+        discovery=found[0] if found else None,
+        resumed=resumed,
+        captured=captured,
+    )
+
+
+async def archive_urls(
+    urls: UrlList,
+    out: Path,
+    *,
+    options: CaptureOptions,
+    pool: BrowserPool,
+    policy: EgressPolicy,
+    limit: int | None = None,
+    resume: bool = False,
+    force: bool = False,
+    name: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    today: date | None = None,
+) -> ArchiveResult:
+    """Archive a checked URL list into ``out`` (``bulk archive --urls``).
+
+    The same run as ``archive_site`` (work directory, ``--resume``, ``--force``,
+    the same ZIP layout) with the list in place of discovery: the root folder is
+    named after the first URL's host unless ``name`` is given, and each URL is
+    captured with its own options where the list gave some.
+
+    Args:
+        urls: The list (``_urllist.prepare_url_list``).
+        limit: Capture at most this many of its URLs (the rest is reported cut).
+
+    Raises:
+        As ``archive_site``; ``ResumeMismatch`` when the unfinished run was for
+        another list or other options.
+    """
+    note = on_note or (lambda _m: None)
+    started = trio.current_time()
+    truncated = limit is not None and len(urls.items) > limit
+    kept = min(len(urls.items), limit) if limit is not None else len(urls.items)
+    root = name or root_folder(urls.first_url, today or date.today())
+
+    async def open_job(ledger: Ledger, resumed: bool) -> JobRow:
+        if resumed:
+            jobs = await ledger.jobs(kinds=("offline",))
+            if jobs:
+                job = jobs[-1]
+                if (job.discovery or {}).get("list_sha256") != urls.signature():
+                    raise ResumeMismatch(
+                        "--resume: the unfinished run was for another URL list "
+                        f"({job.site}); --force discards it"
                     )
+                _same_options(job, options)
+                return await _packaged_again(ledger, job)
+        layout = Layout(options.extension)
+        return await ledger.create_job(
+            NewJob(
+                kind="offline",
+                site=urls.first_url,
+                urls=url_rows(urls, layout, kept),
+                options=options.to_json(),
+                root=root,
+                discovery=list_discovery(urls, kept=kept, truncated=truncated),
+            )
+        )
+
+    async def run(ledger: Ledger, runner: JobRunner, job: Any) -> JobRow:
+        return await runner.run_job(job.id, out=out)
+
+    final, resumed, captured = await _run_offline(
+        out,
+        pool=pool,
+        policy=policy,
+        resume=resume,
+        force=force,
+        note=note,
+        open_job=open_job,
+        run=run,
+        on_progress=on_progress,
+    )
+    return ArchiveResult(
+        job=final,
+        out=out if final.status == "completed" else None,
+        elapsed=trio.current_time() - started,
+        discovery=None,
+        resumed=resumed,
+        captured=captured,
+    )
+
+
+def _option_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """The first capture option two runs disagree on, in the CLI's words."""
+    for spec in OPTION_SPECS:
+        before, after = old.get(spec.name), new.get(spec.name)
+        if before == after:
+            continue
+        if spec.kind in ("cookies", "headers"):
+            # Never echo a cookie or header value.
+            return f"{spec.flag} differs"
+        return f"{spec.flag} was {_shown(before)}, now {_shown(after)}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == [] or value is False:
+        return "not given"
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _same_options(job: JobRow, options: CaptureOptions) -> None:
+    differs = _option_difference(dict(job.options), options.to_json())
+    if differs is not None:
+        raise ResumeMismatch(
+            f"--resume: the unfinished run used other capture options ({differs}); "
+            "give the same options, or --force to discard it",
+            details={"option": differs.split(" ", 1)[0]},
+        )
+
+
+async def _packaged_again(ledger: Ledger, job: JobRow) -> JobRow:
+    if job.status == "failed":
+        raise ResumeMismatch("--resume: the earlier run ended with nothing to capture")
+    if job.status == "completed":
+        # The ZIP was written but the run was cut off before cleaning up:
+        # package again (cheap) rather than leave the user without a file.
+        await ledger.set_status(job.id, "packaging", expect=("completed",))
+        job = await ledger.job(job.id)
+    return job
 
 
 async def _open_offline_job(
-    ledger: Ledger, site: str, options: CaptureOptions, today: date, resumed: bool
+    ledger: Ledger, site: str, options: CaptureOptions, root: str, resumed: bool
 ) -> tuple[JobRow, Layout, set[str]]:
     layout = Layout(options.extension)
     if resumed:
         jobs = await ledger.jobs(kinds=("offline",))
         if jobs:
             job = jobs[-1]
-            if job.site != site or dict(job.options) != options.to_json():
+            if job.site != site:
                 raise ResumeMismatch(
-                    "--resume: the unfinished run was for another site or other capture "
-                    f"options (site {job.site!r}); run without --resume to start over"
+                    f"--resume: the unfinished run was for {job.site!r}, not {site!r}; "
+                    "--force discards it",
+                    details={"option": "SITE"},
                 )
+            _same_options(job, options)
             known: set[str] = set()
             for row in await ledger.urls(job.id):
                 if row.entry is not None:
-                    layout.restore(row.url, row.entry)
+                    layout.restore(row.url, row.entry, row.extra_entries)
                 known.add(row.url)
-            if job.status == "failed":
-                raise ResumeMismatch("--resume: the earlier run ended with nothing to capture")
-            if job.status == "completed":
-                # The ZIP was written but the run was cut off before cleaning up:
-                # package again (cheap) rather than leave the user without a file.
-                await ledger.set_status(job.id, "packaging", expect=("completed",))
-                job = await ledger.job(job.id)
-            return job, layout, known
-    root = root_folder(site_candidates(site)[0].href, today)
+            return await _packaged_again(ledger, job), layout, known
     job = await ledger.create_job(
         NewJob(
             kind="offline",
@@ -601,18 +1127,44 @@ async def _open_offline_job(
     return job, layout, set()
 
 
-async def _discover_job(
+def _authority(url: str) -> str:
+    try:
+        return parse_http_url(url).authority
+    except BulkError:
+        return "?"
+
+
+async def _discover_into_job(
     site: str,
     fetcher: Fetcher,
-    send: trio.MemorySendChannel[str],
     limits: DiscoverLimits,
     ledger: Ledger,
+    runner: JobRunner,
     job_id: str,
+    layout: Layout,
+    known: set[str],
     found: list[Discovery],
+    on_discovered: Callable[[Discovery, Mapping[str, int]], None] | None,
 ) -> None:
-    result = await discover(site, fetcher, send, limits)
-    await ledger.set_status(job_id, None, sitemap_urls=result.sitemaps)
+    """Discover ``site`` into the job, then record what discovery found and cut.
+
+    The job's list is marked complete only after the report is stored, so the
+    packaging that follows always sees it (the manifest says when a limit cut it).
+    """
+    send, recv = trio.open_memory_channel[str](math.inf)
+    hosts: collections.Counter[str] = collections.Counter()
+    shots = screenshot_names(CaptureOptions.from_mapping((await ledger.job(job_id)).options))
+    async with open_owned_nursery() as nursery:
+        nursery.start_soon(_feed_job, ledger, runner, job_id, recv, layout, known, hosts, shots)
+        result = await discover(site, fetcher, send, limits)
+    await ledger.set_status(
+        job_id, None, sitemap_urls=result.sitemaps, discovery=result.to_json()
+    )
+    await ledger.append_urls(job_id, [], complete=True)
+    runner.urls_added(job_id)
     found.append(result)
+    if on_discovered is not None:
+        on_discovered(result, hosts)
 
 
 async def _feed_job(
@@ -622,12 +1174,14 @@ async def _feed_job(
     recv: trio.MemoryReceiveChannel[str],
     layout: Layout,
     known: set[str],
+    hosts: collections.Counter[str],
+    shots: Sequence[str],
 ) -> None:
     """Append discovered URLs to the job in batches: whatever has arrived, at once."""
     async with recv:
         ended = False
         while not ended:
-            batch: list[tuple[str, str | None]] = []
+            batch: list[NewUrl] = []
             try:
                 url = await recv.receive()
             except trio.EndOfChannel:
@@ -642,11 +1196,11 @@ async def _feed_job(
                     ended = True
                     break
             for u in pending:
+                hosts[_authority(u)] += 1
                 if u not in known:
                     known.add(u)
-                    batch.append((u, layout.assign(u)))
+                    entry, extra = layout.assign_shots(u, shots)
+                    batch.append(NewUrl(url=u, entry=entry, extra_entries=extra or None))
             if batch:
                 await ledger.append_urls(job_id, batch)
                 runner.urls_added(job_id)
-    await ledger.append_urls(job_id, [], complete=True)
-    runner.urls_added(job_id)

@@ -13,15 +13,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from ._actions import ACTIONS_JSON_SCHEMA
 from ._exceptions import error_table
 from ._options import FORBIDDEN_HEADERS, LIMITS, OPTION_SPECS, TOKEN_PATTERN, OptionSpec
 from ._ratelimit import RateLimit
+from ._urllist import MAX_URLS_PER_JOB
 from ._version import __version__
 
 __all__ = [
     "EMAIL_PATTERN",
     "IDEMPOTENCY_KEY_PATTERN",
     "MAX_BODY",
+    "MAX_HTML_BYTES",
+    "MAX_LARGE_BODY",
     "MAX_PAGES_API",
     "TEXT_PATTERN",
     "URL_FIELD_LIMIT",
@@ -30,6 +34,10 @@ __all__ = [
 
 #: Request bodies over this many bytes are refused (``PAYLOAD_TOO_LARGE``).
 MAX_BODY: Final = 64 * 1024
+#: ... except on the endpoints that take a URL list or an HTML document.
+MAX_LARGE_BODY: Final = 4 * 1024 * 1024
+#: The largest ``html`` document ``POST /screenshot`` renders (bytes of UTF-8).
+MAX_HTML_BYTES: Final = 1024 * 1024
 #: ``options.maxPages`` of a bulk job: 1 to this.
 MAX_PAGES_API: Final = 100
 #: URL fields take more than the URL limit so that an over-long URL is judged by the
@@ -88,8 +96,12 @@ def _option_schema(spec: OptionSpec) -> dict[str, Any]:
         schema = {"type": "boolean"}
     elif spec.kind == "choice":
         schema = {"type": "string", "enum": list(spec.choices)}
+    elif spec.kind == "str" and spec.pattern is not None:
+        schema = {"type": "string", "maxLength": LIMITS["str"], "pattern": spec.pattern}
     elif spec.kind == "str":
         schema = _text(LIMITS["str"])
+    elif spec.kind == "actions":
+        schema = dict(ACTIONS_JSON_SCHEMA)
     elif spec.kind == "str_list":
         schema = {"type": "array", "items": _text(LIMITS["str"]), "maxItems": LIMITS["list"]}
     elif spec.kind == "cookies":
@@ -335,6 +347,7 @@ def openapi_document(
                 "credits_reserved",
                 "credits_remaining",
                 "status_url",
+                "deduplicated",
             ],
             {
                 "job_id": {"type": "string", "format": "uuid"},
@@ -344,6 +357,11 @@ def openapi_document(
                 "credits_reserved": _INT,
                 "credits_remaining": _INT,
                 "status_url": _STR,
+                "deduplicated": {
+                    **_INT,
+                    "description": "URL-list items that repeated an earlier URL after "
+                    "normalisation: captured and charged once (0 for site/sitemap jobs).",
+                },
             },
         )
     )
@@ -354,20 +372,61 @@ def openapi_document(
             "url": url_field,
             "sitemap_url": url_field,
             "sitemapUrl": url_field,
+            "urls": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_URLS_PER_JOB,
+                "description": (
+                    "A URL-list job instead of a site or sitemap: each item a URL, or "
+                    "`{url, options}` whose options override the job's for that URL. "
+                    f"At most {MAX_URLS_PER_JOB} items; repeats (after normalisation) are "
+                    "captured and charged once. A list with any blocked or invalid item "
+                    "is refused whole (VALIDATION_ERROR, `details.errors`: index, field, "
+                    "code, message of each), nothing reserved. `maxPages` does not apply."
+                ),
+                "items": {
+                    "anyOf": [
+                        url_field,
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["url"],
+                            "properties": {
+                                "url": url_field,
+                                "options": {"$ref": "#/components/schemas/CaptureOptions"},
+                            },
+                        },
+                    ]
+                },
+            },
             "options": {"$ref": "#/components/schemas/BulkOptions"},
             "webhook_url": url_field,
             "webhookUrl": url_field,
         },
-        "oneOf": [{"required": [name]} for name in ("url", "sitemap_url", "sitemapUrl")],
+        "oneOf": [
+            {"required": [name]} for name in ("url", "sitemap_url", "sitemapUrl", "urls")
+        ],
         "dependentSchemas": _one_spelling(("webhook_url", "webhookUrl")),
     }
     ignored = {"description": "Accepted and ignored (Pixcap compatibility)."}
     shot_body = {
         "type": "object",
-        "required": ["url"],
         "additionalProperties": False,
+        "oneOf": [{"required": ["url"]}, {"required": ["html"]}],
         "properties": {
             "url": url_field,
+            "html": {
+                "type": "string",
+                "minLength": 1,
+                # Any string this long is under the byte cap (UTF-8: at most 4 bytes
+                # a character); the server counts bytes.
+                "maxLength": MAX_HTML_BYTES // 4,
+                "description": (
+                    "An HTML document to render instead of loading `url` (at most "
+                    f"{MAX_HTML_BYTES // 1024} KiB of UTF-8); its sub-resources pass the "
+                    "same address policy as any page's. `metadata.url` is then null."
+                ),
+            },
             "response_type": ignored,
             "responseType": ignored,
             **options,
@@ -395,7 +454,7 @@ def openapi_document(
                         "timestamp",
                     ],
                     {
-                        "url": _STR,
+                        "url": _STR_OR_NULL,
                         "finalUrl": _STR,
                         "width": _INT,
                         "height": _INT,
@@ -417,7 +476,7 @@ def openapi_document(
     # camelCase twin is also accepted, but a parameter list cannot say "not both").
     for spec in OPTION_SPECS:
         param: dict[str, Any] = {"name": spec.name, "in": "query", "required": False}
-        if spec.kind in ("cookies", "headers"):
+        if spec.kind in ("cookies", "headers", "actions"):
             # JSON in the query string.
             param["content"] = {"application/json": {"schema": options[spec.name]}}
         else:
@@ -531,7 +590,12 @@ def openapi_document(
                     "responses": {
                         "200": {
                             "description": "Image",
-                            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                            "content": {
+                                "image/png": {},
+                                "image/jpeg": {},
+                                "image/webp": {},
+                                "application/pdf": {},
+                            },
                             "headers": {**rate_headers, **image_headers},
                         },
                         **errors(400, 401, 402, 429, 500, 503),

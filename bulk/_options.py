@@ -5,33 +5,50 @@ its type, bounds, default and spellings. ``CaptureOptions.from_mapping`` validat
 API body against it (strict JSON types: ``"50"``, ``true`` and ``1.5`` are not
 integers), ``capture_option_decorators`` turns it into click options, and the
 OpenAPI document is generated from it, so the three cannot drift apart.
+
+Capture scripts (the ``actions`` option) have their own module, ``_actions``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 import attrs
 
+from ._actions import Action, parse_actions, validate_actions
 from ._exceptions import ValidationError
 
 __all__ = [
     "FORBIDDEN_HEADERS",
     "LIMITS",
+    "MARGIN_PATTERN",
+    "MAX_HTML_BYTES",
     "OPTION_SPECS",
+    "PDF_FORMATS",
     "TOKEN_PATTERN",
+    "WAIT_UNTIL",
     "CaptureOptions",
     "Cookie",
     "OptionSpec",
+    "parse_actions_arg",
     "parse_cookie_arg",
     "parse_header_arg",
 ]
 
-ImageFormat = Literal["png", "jpeg", "webp"]
-FORMATS: Final = ("png", "jpeg", "webp")
+ImageFormat = Literal["png", "jpeg", "webp", "pdf"]
+FORMATS: Final = ("png", "jpeg", "webp", "pdf")
+PdfFormat = Literal["A4", "Letter", "Legal", "A3", "Tabloid"]
+PDF_FORMATS: Final = ("A4", "Letter", "Legal", "A3", "Tabloid")
+WaitUntil = Literal["load", "domcontentloaded", "networkidle", "mostly_idle"]
+WAIT_UNTIL: Final = ("load", "domcontentloaded", "networkidle", "mostly_idle")
+
+#: Largest HTML document ``capture_html`` renders (bytes of UTF-8).
+MAX_HTML_BYTES: Final = 1024 * 1024
 
 #: Full-page captures are cut at this many CSS pixels (an infinite page stays finite).
 FULL_PAGE_MAX_HEIGHT: Final = 16384
@@ -61,6 +78,9 @@ _MAX_COOKIES: Final = 50
 _MAX_SELECTORS: Final = 50
 _MAX_STR: Final = 2048
 _MAX_VALUE: Final = 4096
+# CSS margin shorthand: one to four lengths (a bare 0, or a number with px/in/cm/mm).
+_LENGTH: Final = r"(?:0|[0-9]{1,4}(?:\.[0-9]{1,3})?(?:px|in|cm|mm))"
+_MARGIN: Final = re.compile(rf"^{_LENGTH}(?: {_LENGTH}){{0,3}}$")
 
 # The same bounds, for the OpenAPI document (which describes what is validated here).
 TOKEN_PATTERN: Final = _TOKEN.pattern
@@ -73,6 +93,8 @@ LIMITS: Final = {
     "cookie_value": _MAX_VALUE,
     "header_value": _MAX_VALUE,
 }
+#: The pattern of ``pdf_margin`` (for the OpenAPI document).
+MARGIN_PATTERN: Final = _MARGIN.pattern
 
 
 @attrs.frozen
@@ -90,7 +112,9 @@ class OptionSpec:
     """One capture option as the CLI, the API and the docs see it."""
 
     name: str
-    kind: Literal["int", "float", "bool", "str", "choice", "str_list", "cookies", "headers"]
+    kind: Literal[
+        "int", "float", "bool", "str", "choice", "str_list", "cookies", "headers", "actions"
+    ]
     default: Any
     help: str
     minimum: float | None = None
@@ -99,6 +123,8 @@ class OptionSpec:
     camel: str | None = None
     cli_flag: str | None = None
     cli_metavar: str | None = None
+    #: A ``str`` option's values must match this (whole string; Python ``re``).
+    pattern: str | None = None
 
     @property
     def api_names(self) -> tuple[str, ...]:
@@ -121,7 +147,13 @@ def _spec(name: str, kind: Any, default: Any, help: str, **kw: Any) -> OptionSpe
 OPTION_SPECS: Final[tuple[OptionSpec, ...]] = (
     _spec("width", "int", 1280, "Viewport width in CSS pixels.", minimum=320, maximum=3840),
     _spec("height", "int", 800, "Viewport height in CSS pixels.", minimum=200, maximum=2160),
-    _spec("format", "choice", "png", "Image format.", choices=FORMATS),
+    _spec(
+        "format",
+        "choice",
+        "png",
+        "Image format, or pdf for a printed PDF of the page (see the pdf_ options).",
+        choices=FORMATS,
+    ),
     _spec("quality", "int", 80, "JPEG/WebP quality.", minimum=1, maximum=100),
     _spec(
         "full_page",
@@ -168,6 +200,61 @@ OPTION_SPECS: Final[tuple[OptionSpec, ...]] = (
     ),
     _spec(
         "timeout", "int", 30000, "Wall-clock limit per URL, in ms.", minimum=1000, maximum=120000
+    ),
+    _spec(
+        "wait_until",
+        "choice",
+        "load",
+        "What to wait for before the capture: the load event, DOMContentLoaded, no "
+        "request for 500 ms (networkidle), or at most 2 for 500 ms (mostly_idle).",
+        choices=WAIT_UNTIL,
+    ),
+    _spec(
+        "load_timeout",
+        "int",
+        10000,
+        "How long wait_until may take, in ms; then the page is captured as it is and "
+        "marked load: partial with the hosts still loading (timeout stays the hard limit).",
+        minimum=500,
+        maximum=120000,
+    ),
+    _spec(
+        "freeze_animations",
+        "bool",
+        False,
+        "Finish CSS animations and transitions, and emulate prefers-reduced-motion: reduce.",
+    ),
+    _spec("block_media", "bool", False, "Do not load images, video, audio or web fonts."),
+    _spec(
+        "block_ads",
+        "bool",
+        False,
+        "Do not load ads and trackers (EasyList filters, Brave's adblock engine).",
+    ),
+    _spec(
+        "actions",
+        "actions",
+        (),
+        "Steps run before the capture, a JSON array: click, hover, type, select, check, "
+        "uncheck, press, scroll, evaluate, css, goto, wait, wait_for_selector, screenshot "
+        "(see Capture scripts).",
+        cli_metavar="JSON|@FILE",
+    ),
+    _spec("pdf_format", "choice", "A4", "Paper size of a PDF.", choices=PDF_FORMATS),
+    _spec("pdf_landscape", "bool", False, "Print a PDF in landscape orientation."),
+    _spec(
+        "pdf_print_background",
+        "bool",
+        True,
+        "Print background colours and images into a PDF.",
+    ),
+    _spec(
+        "pdf_margin",
+        "str",
+        None,
+        "PDF page margins, as in CSS: 1 to 4 lengths (0, or a number with px, in, cm or "
+        "mm), e.g. '1cm' or '10mm 15mm'.",
+        pattern=_MARGIN.pattern,
     ),
 )
 
@@ -255,6 +342,16 @@ class CaptureOptions:
     user_agent: str | None = None
     dismiss_cookie_consent: bool = False
     timeout: int = 30000
+    wait_until: WaitUntil = "load"
+    load_timeout: int = 10000
+    freeze_animations: bool = False
+    block_media: bool = False
+    block_ads: bool = False
+    actions: tuple[Action, ...] = attrs.field(default=(), converter=tuple)
+    pdf_format: PdfFormat = "A4"
+    pdf_landscape: bool = False
+    pdf_print_background: bool = True
+    pdf_margin: str | None = None
 
     def __attrs_post_init__(self) -> None:
         for spec in OPTION_SPECS:
@@ -275,6 +372,8 @@ class CaptureOptions:
                 raise ValidationError(f"{spec.name} must be true or false", field=spec.name)
             elif spec.kind == "str" and value is not None:
                 _check_str(value, spec.name)
+                if spec.pattern is not None and not re.match(spec.pattern, value):
+                    raise ValidationError(f"{spec.name} is malformed: {spec.help}", field=spec.name)
             elif spec.kind == "str_list":
                 if len(value) > _MAX_SELECTORS:
                     raise ValidationError(f"at most {_MAX_SELECTORS} {spec.name}", field=spec.name)
@@ -282,6 +381,12 @@ class CaptureOptions:
                     _check_str(item, spec.name)
         _validate_cookies(self.cookies)
         _validate_headers(self.headers)
+        validate_actions(self.actions)
+        if self.format == "pdf" and self.selector is not None:
+            raise ValidationError(
+                "selector captures one element as an image: not with format pdf",
+                field="selector",
+            )
 
     @property
     def extension(self) -> str:
@@ -290,7 +395,13 @@ class CaptureOptions:
 
     @property
     def mime_type(self) -> str:
-        return f"image/{self.format}"
+        return "application/pdf" if self.format == "pdf" else f"image/{self.format}"
+
+    @property
+    def goto_urls(self) -> tuple[str, ...]:
+        """The URLs the ``actions`` script navigates to: callers check each against
+        the egress policy before anything is charged, as they do the page's URL."""
+        return tuple(a.url for a in self.actions if a.kind == "goto" and a.url is not None)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> CaptureOptions:
@@ -337,6 +448,8 @@ class CaptureOptions:
                 value = dict(value)
             elif spec.kind == "str_list":
                 value = list(value)
+            elif spec.kind == "actions":
+                value = [a.to_json() for a in value]
             out[spec.name] = value
         return out
 
@@ -345,6 +458,10 @@ class CaptureOptions:
         out = self.to_json()
         out["cookies"] = [{**c, "value": "***"} for c in out["cookies"]]
         out["headers"] = {k: "***" for k in out["headers"]}
+        # Text typed into a page may be a password.
+        out["actions"] = [
+            {"type": {**a["type"], "text": "***"}} if "type" in a else a for a in out["actions"]
+        ]
         return out
 
 
@@ -390,6 +507,8 @@ def _from_json(spec: OptionSpec, raw: Any, key: str) -> Any:
                 raise bad("cookie objects with string fields")
             cookies.append(Cookie(**item))
         return tuple(cookies)
+    if spec.kind == "actions":
+        return parse_actions(raw, key)
     if spec.kind == "headers":
         if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
             raise bad("an object of string header values")
@@ -430,7 +549,11 @@ def capture_option_decorators() -> list[Callable[[F], F]]:
         default_note = "" if spec.default in (None, (), False) else f" [default: {spec.default}]"
         help_text = spec.help + default_note
         opt: Callable[[F], F]
-        if spec.kind == "bool":
+        if spec.kind == "bool" and spec.default:
+            # On by default: the flag pair turns it off.
+            off = "--no-" + spec.flag.removeprefix("--")
+            opt = click.option(f"{spec.flag}/{off}", spec.name, default=None, help=help_text)
+        elif spec.kind == "bool":
             opt = click.option(spec.flag, spec.name, is_flag=True, default=None, help=help_text)
         elif spec.kind in ("str_list", "cookies", "headers"):
             opt = click.option(
@@ -440,6 +563,8 @@ def capture_option_decorators() -> list[Callable[[F], F]]:
             opt = click.option(
                 spec.flag, spec.name, type=click.Choice(spec.choices), help=help_text
             )
+        elif spec.kind == "actions":
+            opt = click.option(spec.flag, spec.name, metavar=spec.cli_metavar, help=help_text)
         else:
             ptype = {"int": int, "float": float, "str": str}[spec.kind]
             opt = click.option(spec.flag, spec.name, type=ptype, help=help_text)
@@ -464,5 +589,32 @@ def options_from_cli(values: Mapping[str, Any]) -> CaptureOptions:
             value = tuple(parse_header_arg(v) for v in value)
         elif spec.kind == "float":
             value = float(value)
+        elif spec.kind == "actions":
+            value = parse_actions_arg(value)
         kwargs[spec.name] = value
     return CaptureOptions(**kwargs)
+
+
+def parse_actions_arg(text: str) -> tuple[Action, ...]:
+    """Parse the CLI's ``--actions``: a JSON array, or ``@FILE`` holding one.
+
+    Raises:
+        ValidationError: The file cannot be read, the text is not JSON, or the
+            script is invalid (``field`` names the step).
+    """
+    source = "--actions"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValidationError(
+                f"--actions: cannot read {path}: {reason}", field="actions"
+            ) from None
+        source = str(path)
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"{source} is not JSON: {exc}", field="actions") from None
+    return parse_actions(raw)

@@ -21,6 +21,12 @@ safe to extract on Linux, macOS and Windows:
   name at the root gets a ``_`` prefix). They only exist at the root, the one depth
   where a page can clash with them.
 
+A page's named intermediate screenshots (capture scripts' ``screenshot`` steps) are
+named next to its own entry: ``<entry without extension>@<name>.<ext>``
+(``blog/my-post.png`` -> ``blog/my-post@after.png``), the name escaped by the same
+rules as a path segment. They are reserved when the page's entry is, so no later
+page can take them, and a name that is taken gets the same ``~hash`` suffix.
+
 ``entry_name`` is the pure mapping of one URL. ``Layout`` assigns names online, in
 sitemap order, and makes them unique after NFC + casefold (the way macOS and Windows
 compare names): a name depends only on its URL and the URLs assigned before it, so
@@ -36,7 +42,7 @@ import ipaddress
 import itertools
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, final
 from urllib.parse import unquote_to_bytes
 
@@ -46,16 +52,26 @@ from ._exceptions import InvalidURL, ResumeMismatch, ValidationError
 from ._urls import ParsedURL, parse_http_url
 
 __all__ = [
+    "SHOT_SEPARATOR",
     "Layout",
     "entry_name",
     "is_safe_entry",
     "root_folder",
 ]
 
-# The image extensions a layout can append (``jpeg``, the capture format's own
-# name, is accepted as an alias of ``jpg``).
-_EXTENSIONS: Final = ("png", "jpg", "webp")
-_EXTENSION_ALIASES: Final = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
+# The extensions a layout can append (``jpeg``, the capture format's own name, is
+# accepted as an alias of ``jpg``; ``pdf`` is the PDF output format).
+_EXTENSIONS: Final = ("png", "jpg", "webp", "pdf")
+_EXTENSION_ALIASES: Final = {
+    "png": "png",
+    "jpg": "jpg",
+    "jpeg": "jpg",
+    "webp": "webp",
+    "pdf": "pdf",
+}
+# What separates a page's name from the name of one of its intermediate screenshots
+# (``blog/my-post.png`` -> ``blog/my-post@after.png``).
+SHOT_SEPARATOR: Final = "@"
 
 # Most file systems (ext4, APFS, NTFS) cap one name at 255 bytes or UTF-16 units.
 _MAX_COMPONENT_BYTES: Final = 255
@@ -134,7 +150,9 @@ class Layout:
     folder are taken from the start.
 
     Args:
-        extension: ``png``, ``jpg`` or ``webp`` (``jpeg`` means ``jpg``).
+        extension: ``png``, ``jpg``, ``webp`` or ``pdf`` (``jpeg`` means ``jpg``): the
+            pages' (one may have its own, ``assign_shots``); intermediate
+            screenshots take their page's (``png`` for a PDF page).
 
     Raises:
         ValidationError: ``extension`` is not one of those.
@@ -174,11 +192,66 @@ class Layout:
         known = self._by_url.get(identity)
         if known is not None:
             return known
-        name, key = self._choose(_plan(parsed), url_hash.hex())
+        name, key = self._choose(_plan(parsed), url_hash.hex(), self._extension)
         self._register(identity, name, key)
         return name
 
-    def restore(self, url: str, entry: str) -> None:
+    def assign_shots(
+        self, url: str, shots: Iterable[str] = (), *, extension: str | None = None
+    ) -> tuple[str, dict[str, str]]:
+        """Give ``url`` its entry and reserve those of its intermediate screenshots.
+
+        Args:
+            url: As for ``assign``.
+            shots: The names of the page's intermediate screenshots, in order.
+            extension: This page's own extension, when it differs from the
+                layout's (a URL list item with its own ``format``).
+
+        Returns:
+            The page's entry and ``{name: entry}`` for ``shots``. A URL that has
+            its entry already gets it again, and no new reservation: its shots
+            were reserved with it (this returns ``{}`` for them then).
+
+        Raises:
+            InvalidURL: ``url`` is not a parseable http(s) URL.
+        """
+        parsed = _parse(url)
+        url_hash = _url_hash(parsed)
+        identity = url_hash[:_IDENTITY_BYTES]
+        known = self._by_url.get(identity)
+        if known is not None:
+            return known, {}
+        url_hex = url_hash.hex()
+        ext = self._extension if extension is None else _check_extension(extension)
+        name, key = self._choose(_plan(parsed), url_hex, ext)
+        self._register(identity, name, key)
+        extras: dict[str, str] = {}
+        for shot in shots:
+            if shot in extras:
+                continue
+            shot_name, shot_key = self._choose_shot(name, shot, url_hex)
+            self._register_file(shot_name, shot_key)
+            extras[shot] = shot_name
+        return name, extras
+
+    def _choose_shot(self, page: str, shot: str, url_hex: str) -> tuple[str, str]:
+        *dirs, leaf = page.split("/")
+        stem, ext = leaf.rsplit(".", 1)
+        plan = _Plan(
+            dirs=tuple(dirs), stem=f"{stem}{SHOT_SEPARATOR}{_escape_label(shot)}", query_tag=""
+        )
+        shot_hex = hashlib.sha256(f"{url_hex}{SHOT_SEPARATOR}{shot}".encode()).hexdigest()
+        # Screenshots taken on the way to a PDF are PNG images.
+        return self._choose(plan, shot_hex, "png" if ext == "pdf" else ext)
+
+    def restore(
+        self,
+        url: str,
+        entry: str,
+        shots: Mapping[str, str] | None = None,
+        *,
+        extension: str | None = None,
+    ) -> None:
         """Re-register an entry given to ``url`` by an earlier run (``--resume``).
 
         Restoring a run's entries in their original order leaves the layout exactly
@@ -188,6 +261,9 @@ class Layout:
         Args:
             url: The URL the entry was assigned to.
             entry: The entry name it was given.
+            shots: The entries reserved for its intermediate screenshots
+                (``assign_shots``), restored after it in their order.
+            extension: The page's own extension, when it had one (``assign_shots``).
 
         Raises:
             InvalidURL: ``url`` is not a parseable http(s) URL.
@@ -203,42 +279,56 @@ class Layout:
             if known == entry:
                 return
             raise ResumeMismatch(f"{parsed.href} was restored as both {known!r} and {entry!r}")
-        if not is_safe_entry(entry) or not entry.endswith("." + self._extension):
-            raise ResumeMismatch(f"{entry!r} is not a {self._extension} entry bulk could have made")
+        ext = self._extension if extension is None else _check_extension(extension)
+        if not is_safe_entry(entry) or not entry.endswith("." + ext):
+            raise ResumeMismatch(f"{entry!r} is not a {ext} entry bulk could have made")
         key = _key(entry)
         if key.split("/", 1)[0] == THUMBS_DIR:
             raise ResumeMismatch(f"{entry!r} is inside the archive's own {THUMBS_DIR}/")
         if key in self._files or key in self._dirs or self._prefix_is_file(key):
             raise ResumeMismatch(f"{entry!r} clashes with an entry taken before it")
         self._register(identity, entry, key)
+        for shot_entry in (shots or {}).values():
+            shot_key = _key(shot_entry)
+            if (
+                not is_safe_entry(shot_entry)
+                or not shot_entry.endswith("." + ("png" if ext == "pdf" else ext))
+                or shot_key.split("/", 1)[0] == THUMBS_DIR
+                or not self._is_free(shot_key)
+                or self._prefix_is_file(shot_key)
+            ):
+                raise ResumeMismatch(
+                    f"{shot_entry!r} is not a screenshot entry bulk could have made"
+                )
+            self._register_file(shot_entry, shot_key)
 
-    def _choose(self, plan: _Plan, url_hex: str) -> tuple[str, str]:
-        """The name for a new URL, and its key."""
-        plain = _render(plan, self._extension, "")
+    def _choose(self, plan: _Plan, url_hex: str, extension: str) -> tuple[str, str]:
+        """The name for a new URL (or screenshot), and its key."""
+        plain = _render(plan, extension, "")
         if plain is None:
-            return self._fallback(_LONG_DIR, url_hex)
+            return self._fallback(_LONG_DIR, url_hex, extension)
         key = _key(plain)
         if key in self._dirs or self._prefix_is_file(key):
-            return self._fallback(_CONFLICTS_DIR, url_hex)
+            return self._fallback(_CONFLICTS_DIR, url_hex, extension)
         if key not in self._files:
             return plain, key
         # Suffixed names share the plain name's directories, so only the name itself
         # can still be taken.
         for suffix in _suffixes(url_hex):
-            name = _render(plan, self._extension, suffix)
+            name = _render(plan, extension, suffix)
             if name is None:
-                return self._fallback(_LONG_DIR, url_hex)
+                return self._fallback(_LONG_DIR, url_hex, extension)
             key = _key(name)
             if self._is_free(key):
                 return name, key
         raise AssertionError("unreachable: _suffixes() is endless")  # pragma: no cover
 
-    def _fallback(self, folder: str, url_hex: str) -> tuple[str, str]:
-        # Files always end in the image extension, so a bare ``_long`` or
-        # ``_conflicts`` can never be a file and these names can never be blocked.
+    def _fallback(self, folder: str, url_hex: str, extension: str) -> tuple[str, str]:
+        # Files always end in an extension, so a bare ``_long`` or ``_conflicts``
+        # can never be a file and these names can never be blocked.
         plan = _Plan(dirs=(folder,), stem=url_hex[:_URL_HASH_HEX], query_tag="")
         for suffix in itertools.chain([""], _suffixes(url_hex)):
-            name = _render(plan, self._extension, suffix)
+            name = _render(plan, extension, suffix)
             assert name is not None
             key = _key(name)
             if self._is_free(key):
@@ -252,7 +342,11 @@ class Layout:
         return any(prefix in self._files for prefix in _prefixes(key))
 
     def _register(self, identity: bytes, name: str, key: str) -> None:
-        # Every entry ends in the image extension, so bulk's own root files are safe.
+        self._register_file(name, key)
+        self._by_url[identity] = name
+
+    def _register_file(self, name: str, key: str) -> None:
+        # Every entry ends in an extension, so bulk's own root files are safe.
         assert key not in _RESERVED_ROOT_FILES, name
         # Share the string when the key is the name (the common, ASCII lowercase case).
         self._files.add(name if key == name else key)
@@ -260,7 +354,6 @@ class Layout:
             if prefix in self._dirs:
                 break  # its own prefixes were added with it
             self._dirs.add(prefix)
-        self._by_url[identity] = name
 
 
 def entry_name(url: str, extension: str) -> str:
@@ -268,7 +361,7 @@ def entry_name(url: str, extension: str) -> str:
 
     Args:
         url: An absolute http(s) URL.
-        extension: ``png``, ``jpg`` or ``webp`` (``jpeg`` means ``jpg``).
+        extension: ``png``, ``jpg``, ``webp`` or ``pdf`` (``jpeg`` means ``jpg``).
 
     Returns:
         The name relative to the root folder (``blog/my-post.png``), the one a fresh
@@ -409,6 +502,14 @@ def _suffixes(url_hex: str) -> Iterator[str]:
     yield mark
     for n in itertools.count(2):
         yield f"{mark}-{n}"
+
+
+def _escape_label(name: str) -> str:
+    """A screenshot's name as a file-name part: taken literally (not percent-decoded),
+    NFC-normalised, escaped like a path segment's characters."""
+    text = unicodedata.normalize("NFC", name)
+    core = text.rstrip(". ")
+    return "".join(map(_escape_char, core)) + "".join(map(_percent, text[len(core) :]))
 
 
 def _escape_segment(raw: str) -> str:

@@ -50,6 +50,7 @@ import httpx
 import trio
 
 from ._exceptions import FetchError, InvalidURL, URLBlocked, ValidationError
+from ._listeners import refuse_own_address, refuse_own_socket
 from ._urls import MAX_URL_LENGTH, ParsedURL, host_name_problem, parse_http_url
 
 __all__ = [
@@ -108,6 +109,7 @@ _NON_PUBLIC_V6: Final = tuple(
         "3fff::/20",  # documentation (RFC 9637)
     )
 )
+_THIS_HOST: Final = _V4("0.0.0.0/8")
 _IPV4_COMPATIBLE: Final = _V6("::/96")  # deprecated; judge the embedded IPv4
 _NAT64_WELL_KNOWN: Final = _V6("64:ff9b::/96")  # RFC 6052; judge the embedded IPv4
 _SIX_TO_FOUR: Final = _V6("2002::/16")  # judge the IPv4 in bits 16-48
@@ -195,6 +197,19 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+def _reaches_this_host(ip: IPAddress) -> bool:
+    """Loopback or "this host" (0.0.0.0/8, ``::``), also inside an IPv6 form that
+    embeds an IPv4 address: what ``allow_private`` does not open."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_loopback or ip.is_unspecified:
+            return True
+        embedded = _embedded_ipv4(ip)
+        if embedded is None:
+            return False
+        ip = embedded
+    return ip.is_loopback or ip in _THIS_HOST
+
+
 def _is_blocked_name(name: str) -> bool:
     name = name.lower().rstrip(".")
     return name in BLOCKED_NAMES or name.endswith(BLOCKED_NAME_SUFFIXES)
@@ -246,10 +261,13 @@ class EgressPolicy:
     refused before any lookup.
 
     Args:
-        allow_private: Allow every destination (the CLI's ``--allow-private``, for
-            archiving an intranet). Non-http(s) schemes, userinfo, over-long URLs, port
-            0, ports outside ``allowed_ports`` and single-label names other than the
-            local ones in ``BLOCKED_NAMES`` (``localhost``...) are still refused.
+        allow_private: Allow every destination but this machine itself (the CLI's
+            ``--allow-private``, for archiving an intranet): loopback and "this host"
+            addresses (``127.0.0.0/8``, ``::1``, ``0.0.0.0/8``, ``::``) stay refused
+            unless ``allow`` names them. Non-http(s) schemes, userinfo, over-long
+            URLs, port 0, ports outside ``allowed_ports`` and single-label names other
+            than the local ones in ``BLOCKED_NAMES`` (``localhost``...) are still
+            refused.
         allow: Exceptions to the address rules: exact host names (``"intranet.corp"``,
             ``"intranet"``, no wildcards; the name may then resolve to any address,
             and a single-label name is accepted) and IP networks (``"10.0.0.0/8"``,
@@ -337,8 +355,9 @@ class EgressPolicy:
     def check_address(self, host: str, ip: IPAddress) -> None:
         """Refuse connecting to ``ip`` on behalf of ``host`` unless it is allowed.
 
-        Allowed when ``allow_private`` is set, ``ip`` is public, an allowed network
-        contains it, or ``host`` is an allowed host name.
+        Allowed when ``ip`` is public, ``allow_private`` is set and ``ip`` is not
+        this machine's (loopback, "this host"), an allowed network contains it, or
+        ``host`` is an allowed host name.
 
         Args:
             host: The name (or literal address) the connection is for.
@@ -348,7 +367,7 @@ class EgressPolicy:
             URLBlocked: None of the above; the message names the host, not the
                 address a name resolved to (that would map internal DNS for a caller).
         """
-        if self.allow_private or is_public_address(ip):
+        if (self.allow_private and not _reaches_this_host(ip)) or is_public_address(ip):
             return
         if any(ip.version == net.version and ip in net for net in self._networks):
             return
@@ -359,7 +378,11 @@ class EgressPolicy:
             message = f"{host} is not a public address"
         else:
             message = f"{host} resolves to a non-public address"
-        raise URLBlocked(message, details={"host": host})
+        details: dict[str, object] = {"host": host}
+        if _reaches_this_host(ip):
+            # Only --allow opens this machine; the CLI's hint must not offer --allow-private.
+            details["this_machine"] = True
+        raise URLBlocked(message, details=details)
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         """Resolve ``host`` and check every address it resolves to.
@@ -414,7 +437,8 @@ class EgressPolicy:
             The connected stream; the caller owns (and closes) it.
 
         Raises:
-            InvalidURL, URLBlocked: See ``resolve``.
+            InvalidURL, URLBlocked: See ``resolve``; also ``URLBlocked`` for one of
+                bulk's own listening sockets (``_listeners``), whatever ``allow`` says.
             FetchError: Resolution failed or no address accepted the connection.
 
         Cancellation:
@@ -424,11 +448,19 @@ class EgressPolicy:
         addresses = await self.resolve(host, port)
         errors: list[OSError] = []
         for address in addresses:
+            refuse_own_address(host, address, port)
             try:
                 # A literal IP: trio resolves it numerically, without DNS.
-                return await trio.open_tcp_stream(str(address), port)
+                stream = await trio.open_tcp_stream(str(address), port)
             except OSError as exc:
                 errors.append(exc)
+                continue
+            try:
+                refuse_own_socket(host, stream.socket)
+            except URLBlocked:
+                await trio.aclose_forcefully(stream)
+                raise
+            return stream
         raise FetchError(
             f"could not connect to {host} port {port}",
             details={"host": host, "port": port, "attempts": len(errors)},
@@ -568,8 +600,9 @@ class PolicyNetworkBackend(httpcore.AsyncNetworkBackend):
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 break
+            refuse_own_address(host, address, port)
             try:
-                return await self._backend.connect_tcp(
+                stream = await self._backend.connect_tcp(
                     str(address),
                     port,
                     timeout=None if math.isinf(remaining) else remaining,
@@ -580,6 +613,15 @@ class PolicyNetworkBackend(httpcore.AsyncNetworkBackend):
                 raise
             except httpcore.ConnectError as exc:
                 last_error = exc
+                continue
+            sock = stream.get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                try:
+                    refuse_own_socket(host, sock)
+                except URLBlocked:
+                    await stream.aclose()
+                    raise
+            return stream
         if last_error is None:
             raise httpcore.ConnectTimeout(f"timed out connecting to {host}")
         raise httpcore.ConnectError(f"could not connect to {host} port {port}") from last_error

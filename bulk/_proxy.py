@@ -17,6 +17,13 @@ What it speaks:
   connection after the response: one request per proxy connection. An ``Upgrade``
   request keeps its ``Connection: Upgrade`` and, on ``101``, becomes a raw relay.
 
+Who may connect: the proxy listens on 127.0.0.1 (``listen=True``), where any local
+process can reach it; the browser pool opens it with ``listen=False`` instead and
+``serve``s only the listener the Chromium launcher hands over from inside the
+browser's own network namespace (``_launcher.py``), so nothing but that Chromium can
+connect. Where to: what ``EgressPolicy`` allows, never bulk's own listening sockets
+(``_listeners``: the API, this proxy), whatever ``--allow`` says.
+
 Refusals are ``403`` with ``X-Bulk-Error: URL_BLOCKED``; an unreachable destination is
 ``502`` with ``X-Bulk-Error: NAVIGATION_ERROR``; a missing or wrong
 ``Proxy-Authorization`` is ``407`` (Chromium then retries with the credentials);
@@ -30,8 +37,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
-import ipaddress
 import re
 import secrets
 from collections import deque
@@ -44,6 +51,7 @@ import h11
 import trio
 
 from ._exceptions import FetchError, InvalidURL, URLBlocked
+from ._listeners import own_listener
 from ._policy import EgressPolicy
 from ._urls import ParsedURL, parse_http_url
 
@@ -111,6 +119,11 @@ class ProxyStats:
     recent_blocked: deque[BlockedConnection] = attrs.field(
         factory=lambda: deque(maxlen=_RECENT_BLOCKED)
     )
+    #: The last allowed destinations that could not be connected to; ``reason`` is
+    #: Chromium's name for what happened (``ERR_NAME_NOT_RESOLVED``...).
+    recent_failed: deque[BlockedConnection] = attrs.field(
+        factory=lambda: deque(maxlen=_RECENT_BLOCKED)
+    )
 
 
 class _BadRequest(Exception):
@@ -131,7 +144,9 @@ class EgressProxy:
 
     Attributes:
         url: ``http://127.0.0.1:PORT``, without credentials (Playwright's ``server``).
-        port: The ephemeral port it listens on, on 127.0.0.1 only.
+        port: The ephemeral port it listens on, on 127.0.0.1 only; with
+            ``listen=False``, the port listeners handed to ``serve`` are bound to
+            (in another network namespace).
         username: Random per proxy; clients must send it with ``password`` (unless
             the proxy was opened with ``require_auth=False``).
         password: Random per proxy.
@@ -189,15 +204,44 @@ class EgressProxy:
             for entry in list(self.stats.recent_blocked)
         )
 
+    def recent_failure(self, host: str, since: float) -> tuple[str, str] | None:
+        """Why the proxy could not connect to ``host`` at or after ``since``, if it
+        could not: Chromium's name for it (``ERR_NAME_NOT_RESOLVED``,
+        ``ERR_CONNECTION_REFUSED``, ``ERR_CONNECTION_TIMED_OUT``) and ``host port N``.
+
+        A browser behind the proxy sees only ``ERR_TUNNEL_CONNECTION_FAILED`` (https)
+        or the proxy's 502 (http); the capture engine asks this to say what happened.
+        """
+        wanted = _normalise_host(host)
+        for entry in reversed(list(self.stats.recent_failed)):
+            if entry.at >= since and _normalise_host(entry.host) == wanted:
+                return entry.reason, f"{entry.host} port {entry.port}"
+        return None
+
+    def _failed(self, host: str, port: int, net_error: str) -> None:
+        self.stats.recent_failed.append(
+            BlockedConnection(host=host, port=port, reason=net_error, at=trio.current_time())
+        )
+
     # -- serving -------------------------------------------------------------------
 
-    async def _serve(
+    async def serve(
         self,
         listener: trio.SocketListener,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept connections until cancelled; handlers run in this task's nursery."""
+        """Serve one more listener (e.g. handed over from Chromium's namespace).
+
+        Connections of every listener share the proxy's ``max_connections``.
+
+        Args:
+            listener: A listening TCP socket; this call owns and closes it.
+
+        Cancellation:
+            Runs until cancelled; then the listener and the connections accepted on
+            it are closed before it returns.
+        """
         async with listener, trio.open_nursery() as nursery:
             task_status.started()
             while True:
@@ -365,29 +409,29 @@ class EgressProxy:
         try:
             with trio.fail_after(self._connect_timeout):
                 # The canonical host from check_url, never the client's spelling, so
-                # what was checked and what is connected to cannot differ.
+                # what was checked and what is connected to cannot differ. connect
+                # refuses bulk's own listeners, this proxy's included (no loops).
                 upstream = await self.policy.connect(url.hostname, url.port)
         except URLBlocked as exc:
             await self._refuse(client, url.hostname, url.port, exc)
             return None
         except (FetchError, InvalidURL) as exc:
+            resolved = "could not resolve" not in str(exc)
+            self._failed(
+                url.hostname,
+                url.port,
+                "ERR_CONNECTION_REFUSED" if resolved else "ERR_NAME_NOT_RESOLVED",
+            )
             await _reply(client, 502, "Bad Gateway", str(exc), error_code="NAVIGATION_ERROR")
             return None
         except trio.TooSlowError:
+            self._failed(url.hostname, url.port, "ERR_CONNECTION_TIMED_OUT")
             await _reply(
                 client,
                 502,
                 "Bad Gateway",
                 f"timed out connecting to {url.host}",
                 error_code="NAVIGATION_ERROR",
-            )
-            return None
-        if _is_self(upstream, self.port):
-            # Only reachable when the policy allows loopback: a request that would
-            # go round through the proxy again.
-            await trio.aclose_forcefully(upstream)
-            await self._refuse(
-                client, url.hostname, url.port, URLBlocked("the egress proxy itself")
             )
             return None
         self.stats.allowed += 1
@@ -480,8 +524,9 @@ async def open_egress_proxy(
     head_timeout: float = 15,
     max_connections: int = 512,
     require_auth: bool = True,
+    listen: bool = True,
 ) -> AsyncIterator[EgressProxy]:
-    """Run an egress proxy on 127.0.0.1 for the duration of the block.
+    """Run an egress proxy for the duration of the block.
 
     Args:
         policy: The policy every destination must pass.
@@ -496,6 +541,9 @@ async def open_egress_proxy(
             by intercepting every request with its HTTP cache switched off (12x
             the requests, 15-45% slower captures), and the proxy grants nothing
             the policy would not (its own address is refused as a destination).
+        listen: Whether to listen on 127.0.0.1 (an ephemeral port). Without, the
+            proxy serves only the listeners given to ``EgressProxy.serve``, bound to
+            ``proxy.port`` in a namespace of their own (a random port here).
 
     Yields:
         The running proxy, with its URL and credentials. An exception from the block
@@ -507,8 +555,13 @@ async def open_egress_proxy(
         returns.
     """
     limiter = trio.CapacityLimiter(max_connections)  # validates before a socket exists
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port: int = listener.socket.getsockname()[1]
+    listener: trio.SocketListener | None = None
+    if listen:
+        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port: int = listener.socket.getsockname()[1]
+    else:
+        # Any port: nothing else lives in the namespace the listener is bound in.
+        port = 20000 + secrets.randbelow(40000)
     proxy = EgressProxy(
         policy,
         port=port,
@@ -519,18 +572,23 @@ async def open_egress_proxy(
         require_auth=require_auth,
     )
     body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        await nursery.start(proxy._serve, listener)  # owns (and closes) the listener
-        try:
-            yield proxy
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            # Re-raised below, outside the nursery, so the caller's own exception
-            # (or cancellation) is not wrapped in an ExceptionGroup.
-            body_error = exc
-        finally:
-            nursery.cancel_scope.cancel()
+    with contextlib.ExitStack() as registered:
+        if listener is not None:
+            # Registered before it accepts: never a destination, whatever --allow says.
+            registered.enter_context(own_listener("127.0.0.1", port))
+        async with trio.open_nursery() as nursery:
+            if listener is not None:
+                await nursery.start(proxy.serve, listener)  # owns (and closes) it
+            try:
+                yield proxy
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                # Re-raised below, outside the nursery, so the caller's own exception
+                # (or cancellation) is not wrapped in an ExceptionGroup.
+                body_error = exc
+            finally:
+                nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error
 
@@ -653,18 +711,6 @@ def _rewrite_request(request: h11.Request, url: ParsedURL, *, upgrade: bool) -> 
 def _origin_form(url: ParsedURL) -> str:
     rest = url.without_fragment()[len(url.origin) :]
     return rest if rest.startswith("/") else "/" + rest
-
-
-def _is_self(stream: trio.SocketStream, port: int) -> bool:
-    """Whether ``stream`` is connected to this proxy's own listener (127.0.0.1:port)."""
-    try:
-        host, peer_port = stream.socket.getpeername()[:2]
-        address = ipaddress.ip_address(host)
-    except (OSError, ValueError):
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return peer_port == port and address == ipaddress.IPv4Address("127.0.0.1")
 
 
 def _split_authority(target: str) -> tuple[str, int]:

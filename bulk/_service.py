@@ -20,10 +20,12 @@ Unfinished jobs stay in the ledger and resume at the next start.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -36,6 +38,7 @@ from ._dashboard import dashboard
 from ._fetch import open_fetcher
 from ._jobs import JobRunner, RunnerConfig
 from ._ledger import Ledger, SecretBox
+from ._listeners import own_listener
 from ._policy import EgressPolicy
 from ._util import contained, hold_lock
 from ._webhooks import WEBHOOK_BACKOFF, WebhookConfig, deliver_webhooks, webhook_signature
@@ -100,7 +103,13 @@ async def serve(
         ValidationError: The key file is damaged.
     """
     lock = config.db.with_name(config.db.name + ".lock")
-    with hold_lock(lock, held=f"another bulk serve uses {config.db}"):
+    with (
+        hold_lock(lock, held=f"another bulk serve uses {config.db}"),
+        contextlib.ExitStack() as own,
+    ):
+        if config.port:
+            # Before any job runs: a page must never reach the API (_listeners).
+            own.enter_context(own_listener(config.host, config.port))
         config.data_dir.mkdir(parents=True, exist_ok=True)
         box = await trio.to_thread.run_sync(SecretBox.from_key_file, config.data_dir / KEY_FILE)
         webhooks = attrs.evolve(config.webhooks, backoff=config.webhook_backoff)
@@ -143,6 +152,10 @@ async def serve(
                             shutdown_trigger=shutdown.wait,
                         )
                     )
+                    for bind in binds:
+                        address = urlsplit(bind)
+                        if address.port is not None:
+                            own.enter_context(own_listener(address.hostname or "", address.port))
                     log.info("listening on %s", ", ".join(binds))
                     task_status.started(binds)
                     await shutdown.wait()

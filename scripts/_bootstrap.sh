@@ -5,7 +5,8 @@
 # else a system one (/usr/bin/chromium, chromium-browser, google-chrome, or
 # BULK_CHROMIUM=/path), else `apt-get install -y chromium` when root with apt, else
 # one clear line saying what to install. For the tests, also the JavaScript linter
-# (tests/js, with npm). Later runs only check a stamp file.
+# (tests/js, with npm). As root it also makes the system user Chromium runs as
+# (bulk-chromium). Later runs only check a stamp file.
 set -euo pipefail
 
 BULK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -99,7 +100,58 @@ bulk_ensure_js_linter() {
   echo "$want" > "$stamp"
 }
 
+# Run as root, bulk starts Chromium as an unprivileged system user (BULK_CHROMIUM_USER,
+# default bulk-chromium) so Chromium's sandbox works; make it once. Not root: nothing
+# to do (Chromium runs as the invoking user).
+_bulk_ensure_chromium_user() {
+  local user="${BULK_CHROMIUM_USER:-bulk-chromium}"
+  [ "$(id -u)" = 0 ] || return 0
+  getent passwd "$user" >/dev/null 2>&1 && return 0
+  if [ "$user" != bulk-chromium ]; then
+    _bulk_say "warning: BULK_CHROMIUM_USER=$user does not exist; create it (useradd --system $user)"
+    return 0
+  fi
+  if command -v useradd >/dev/null 2>&1; then
+    _bulk_say "creating the system user bulk-chromium (Chromium runs as it when bulk is root)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin --comment "bulk sandboxed Chromium" bulk-chromium >&2 \
+      || _bulk_say "warning: could not create the user bulk-chromium; Chromium will run as nobody"
+  else
+    _bulk_say "warning: no useradd here: create a system user bulk-chromium, or Chromium runs as nobody"
+  fi
+}
+
+# Fonts for what pages show: emoji (colour), Chinese/Japanese/Korean, and Latin fonts
+# metric-compatible with Arial, Helvetica, Times and Courier (Liberation), so text is
+# neither empty boxes nor reflowed. Debian's package names; checked once per venv.
+BULK_FONT_PACKAGES="fonts-noto-color-emoji fonts-noto-cjk fonts-liberation2 fonts-dejavu-core"
+
+bulk_ensure_fonts() {
+  local stamp="$BULK_VENV/.bulk-fonts"
+  [ -f "$stamp" ] && return 0
+  if command -v fc-list >/dev/null 2>&1 \
+    && fc-list | grep -q "Noto Color Emoji" && fc-list | grep -q "Noto Sans CJK"; then
+    : > "$stamp"
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    _bulk_say "installing fonts for emoji, CJK and Latin text with apt-get (one time)..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || true
+    # shellcheck disable=SC2086  # a list of package names
+    if apt-get install -y -qq --no-install-recommends $BULK_FONT_PACKAGES >&2; then
+      : > "$stamp"
+      return 0
+    fi
+  fi
+  # Not fatal: pages still render, only emoji and CJK text show as empty boxes.
+  _bulk_say "FONTS_MISSING: emoji and CJK text will show as empty boxes; install $BULK_FONT_PACKAGES (Debian/Ubuntu names)"
+  : > "$stamp"
+}
+
 bulk_ensure_chromium() {
+  _bulk_ensure_chromium_user
+  bulk_ensure_fonts
   if "$BULK_VENV/bin/python" -m bulk._config >/dev/null 2>&1; then
     return 0
   fi
@@ -111,7 +163,7 @@ bulk_ensure_chromium() {
     _bulk_say "no Chromium found: installing Debian's chromium with apt-get (one time)..."
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2 || true
-    if apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-dejavu-core >&2; then
+    if apt-get install -y -qq --no-install-recommends chromium $BULK_FONT_PACKAGES >&2; then
       "$BULK_VENV/bin/python" -m bulk._config >/dev/null && return 0
     fi
     _bulk_say "CHROMIUM_NOT_FOUND: 'apt-get install -y chromium' failed; install Chromium yourself or set BULK_CHROMIUM=/path/to/chromium"

@@ -4,15 +4,17 @@ Loaded by Schemathesis itself (``SCHEMATHESIS_HOOKS=tests.schemathesis_hooks``),
 the loopback test site's origin in ``BULK_TEST_SITE``. They keep every request on
 this machine and every capture one that can succeed:
 
-- URL fields (``url``, ``sitemap_url``, ``webhook_url`` and their camelCase twins) may
+- URL fields (``url``, ``sitemap_url``, ``webhook_url``, their camelCase twins and the
+  items of ``urls``) may
   only be URLs of the loopback site: the schema is narrowed to them, a generated
   value outside them becomes ``""`` (refused before any I/O), and ``before_call``
   refuses to send a request that would still carry any other URL. No request ever
   makes the service resolve a name or leave 127.0.0.1.
 - In cases that are valid by the schema, the options that decide whether a page can
-  be captured at all are set to what the site has (selectors that exist), and waits
-  are bounded (a long ``timeout``, a short ``delay``), so that a 5xx is a bug, not a
-  selector that matches nothing on a slow machine.
+  be captured at all are set to what the site has (selectors that exist, capture
+  scripts that work on it and stay on it), and waits are bounded (a long
+  ``timeout``, a short ``delay``), so that a 5xx is a bug, not a selector that
+  matches nothing on a slow machine.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ SAFE: dict[str, list[str]] = {
 ALLOWED = {u for urls in SAFE.values() for u in urls} | {""}
 SELECTORS = ["h1", "#main", "body", "p.lead"]
 BLOCK = [".banner", "#nothing-here", "footer"]
+# Capture scripts that work on the site (a generated one would click what is not
+# there, or go to a URL off this machine).
+SCRIPTS: list[list[dict[str, Any]]] = [
+    [],
+    [{"wait": 0}],
+    [{"hover": "h1"}, {"css": "h1 { color: red }"}, {"screenshot": "styled"}],
+    [{"scroll": 100}, {"evaluate": "document.title"}, {"wait_for_selector": "#main"}],
+]
 
 
 def _narrow(properties: dict[str, Any], capture: bool) -> None:
@@ -50,19 +60,37 @@ def before_load_schema(context: Any, raw_schema: dict[str, Any]) -> None:
     paths = raw_schema["paths"]
     bulk = paths["/bulk-screenshot"]["post"]["requestBody"]["content"]["application/json"]
     _narrow(bulk["schema"]["properties"], capture=False)
+    # URL lists: items of the loopback site only (the shape is the document's).
+    urls = bulk["schema"]["properties"]["urls"]
+    urls["items"]["anyOf"][0] = {"type": "string", "enum": PAGES}
+    urls["items"]["anyOf"][1]["properties"]["url"] = {"type": "string", "enum": PAGES}
     shot = paths["/screenshot"]["post"]["requestBody"]["content"]["application/json"]
     _narrow(shot["schema"]["properties"], capture=True)
+    # HTML input is rendered by the capture engine (its own tests); here every
+    # screenshot loads a page of the loopback site.
+    shot["schema"]["properties"].pop("html", None)
+    shot["schema"].pop("oneOf", None)
+    shot["schema"]["required"] = ["url"]
     for param in paths["/screenshot"]["get"]["parameters"]:
         if param["name"] == "url":
             param["schema"] = {"type": "string", "enum": PAGES}
 
 
-def _urls_of(case: Any) -> list[tuple[dict[str, Any], str]]:
-    """(container, key) of every URL field of a case (body and query)."""
-    out: list[tuple[dict[str, Any], str]] = []
+def _urls_of(case: Any) -> list[tuple[Any, Any]]:
+    """(container, key) of every URL field of a case (body and query), the items of a
+    URL list included."""
+    out: list[tuple[Any, Any]] = []
     for container in (case.body, case.query):
         if isinstance(container, dict):
             out += [(container, k) for k in SAFE if k in container]
+            items = container.get("urls")
+            if isinstance(items, list):
+                for index, item in enumerate(items):
+                    if isinstance(item, dict):
+                        if "url" in item:
+                            out.append((item, "url"))
+                    else:
+                        out.append((items, index))
     return out
 
 
@@ -91,6 +119,11 @@ def _bound_capture(options: dict[str, Any]) -> None:
             options[key] = BLOCK[: len(value) % (len(BLOCK) + 1)]
         elif isinstance(value, str):  # a query string, already serialized
             options[key] = ",".join(BLOCK[: len(value.split(",")) % len(BLOCK) + 1])
+    if "actions" in options:
+        value = options["actions"]
+        script = SCRIPTS[len(str(value)) % len(SCRIPTS)]
+        # A query string's JSON is already serialized.
+        options["actions"] = json.dumps(script) if isinstance(value, str) else script
     if "timeout" in options:
         options["timeout"] = 60000
     if "delay" in options:
@@ -132,6 +165,11 @@ def map_case(context: Any, case: Any) -> Any:
             _bound_capture(options)
             if isinstance(options.get("options"), dict):
                 _bound_capture(options["options"])
+            # A valid list may repeat a URL only with the same options: per-item
+            # options (tests/test_api_urls.py) are left out of generated lists.
+            for item in options.get("urls") or ():
+                if isinstance(item, dict):
+                    item.pop("options", None)
     return case
 
 

@@ -54,6 +54,7 @@ class Service:
     sweep_interval: float = 0.5
     webhook_backoff: tuple[float, ...] = (0.5, 1.0)
     policy: EgressPolicy = LOOPBACK_ONLY
+    host: str = "127.0.0.1"
     url: str = ""
     _thread: threading.Thread | None = None
     _token: trio.lowlevel.TrioToken | None = None
@@ -63,7 +64,7 @@ class Service:
     def start(self) -> Service:
         ready = threading.Event()
         config = ServiceConfig(
-            host="127.0.0.1",
+            host=self.host,
             port=0,
             db=self.db,
             data_dir=self.data_dir,

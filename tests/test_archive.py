@@ -350,9 +350,13 @@ def test_gallery_head_forbids_scripts() -> None:
 def test_gallery_header_and_failed_list(records: list[PageRecord]) -> None:
     document = gallery_html(make_info(), records)
     collector = parse(document)
-    page_text = " ".join(collector.text)
+    page_text = "".join(collector.text)
     assert "2026-11-23" in page_text
     assert f"{len(records)} pages: {len(OK_ENTRIES) + 1} captured, 2 failed" in page_text
+    # The failed count leads to the failed list.
+    links = [attrs.get("href") for tag, attrs in collector.tags if tag == "a"]
+    assert "#failed" in links
+    assert ("h2", {"id": "failed"}) in collector.tags
     assert "CAPTURE_TIMEOUT" in page_text and "too slow" in page_text
     imgs = [attrs["src"] for tag, attrs in collector.tags if tag == "img"]
     # One thumbnail per ok row that has one; none for failed rows or data: URIs.
@@ -566,7 +570,11 @@ def _check_extracted(sandbox: pathlib.Path, target: pathlib.Path, zip_names: set
     links += [attrs.get("src") for tag, attrs in collector.tags if tag == "img"]
     relative = [link for link in links if link and "://" not in link]
     assert len(relative) > 2 * len(OK_ENTRIES)
+    anchors = {attrs["id"] for _, attrs in collector.tags if attrs.get("id")}
     for link in relative:
+        if link.startswith("#"):  # within the page: the element exists
+            assert link[1:] in anchors, link
+            continue
         assert (root / unquote(link)).is_file(), link
 
 
@@ -946,3 +954,106 @@ async def test_partial_symlink_is_not_followed(
         await write_zip(zs, tmp_path / "a.zip")
     assert victim.read_bytes() == b"keep me"
     assert not (tmp_path / "a.zip").exists()
+
+
+# --- cut lists, PDFs, intermediate screenshots ---------------------------------------
+
+
+def test_manifest_and_gallery_say_when_a_limit_cut_the_list(records: list[PageRecord]) -> None:
+    info = make_info(truncated=True, found=155, reasons=("max_pages",))
+    job = json.loads(manifest_bytes(info, records))["job"]
+    assert (job["truncated"], job["found"], job["reasons"]) == (True, 155, ["max_pages"])
+    assert job["source"] == "sitemap" and "deduplicated" not in job
+    text = "".join(parse(gallery_html(info, records)).text)
+    assert f"Not the whole site: the sitemaps list 155 URLs; {len(records)} were selected" in text
+    # unknown total: still said
+    unknown = "".join(parse(gallery_html(make_info(truncated=True), records)).text)
+    assert f"the sitemaps list more than {len(records)} URLs" in unknown
+    # an uncut list says nothing of the kind
+    plain = json.loads(manifest_bytes(make_info(), records))["job"]
+    assert plain["truncated"] is False and plain["found"] is None
+    assert "Not the whole site" not in "".join(parse(gallery_html(make_info(), records)).text)
+
+
+def test_failed_row_names_the_http_status_once() -> None:
+    rows = [
+        failed_record(1, "https://example.com/gone", message="HTTP 404"),
+        failed_record(2, "https://example.com/odd", message="the server said no"),
+    ]
+    document = gallery_html(make_info(), rows).decode()
+    failed = document[document.index('id="failed"') :]
+    first, second = failed.split("<li")[1:3]
+    assert first.count("404") == 1, first
+    assert "(HTTP 404)" in second  # a message that does not say it gets it
+
+
+async def test_pdfs_and_intermediate_screenshots_go_into_the_archive(
+    tmp_path: pathlib.Path, images: pathlib.Path, work_dir: pathlib.Path
+) -> None:
+    pdf = images / "000001.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n% a two-page document\n%%EOF\n")
+    after = images / "000002@1.png"
+    save_image(after, (320, 200))
+    page = ok_record(2, "about/index.png", images)
+    rows = [
+        PageRecord(
+            seq=1,
+            url="https://example.com/",
+            entry="index.pdf",
+            status="ok",
+            http_status=200,
+            final_url="https://example.com/",
+            width=595,
+            height=842,
+            bytes=pdf.stat().st_size,
+            sha256=sha256_of(pdf),
+            image_path=pdf,
+            pdf_pages=2,
+        ),
+        evolve(
+            page,
+            extras=[
+                _archive.ExtraShot(
+                    name="after <click>",
+                    entry="about/index@after.png",
+                    path=after,
+                    width=320,
+                    height=200,
+                    bytes=after.stat().st_size,
+                    sha256=sha256_of(after),
+                )
+            ],
+            options={"width": 400, "headers": {"X-Token": "***"}},
+        ),
+    ]
+    out = tmp_path / "a.zip"
+    await write_zip(build_zip(make_info(), rows, work_dir=work_dir), out)
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        assert names[2:5] == [
+            f"{ROOT}/index.pdf",
+            f"{ROOT}/about/index.png",
+            f"{ROOT}/about/index@after.png",
+        ]
+        assert zf.read(f"{ROOT}/index.pdf") == pdf.read_bytes()
+        assert zf.read(f"{ROOT}/about/index@after.png") == after.read_bytes()
+        manifest = json.loads(zf.read(f"{ROOT}/_manifest.json"))
+        gallery = zf.read(f"{ROOT}/index.html").decode()
+    first, second = manifest["urls"]
+    assert first["pdf_pages"] == 2 and first["entry"] == "index.pdf"
+    assert "screenshots" not in first and "options" not in first
+    assert second["screenshots"] == [
+        {
+            "name": "after <click>",
+            "entry": "about/index@after.png",
+            "width": 320,
+            "height": 200,
+            "bytes": after.stat().st_size,
+            "sha256": sha256_of(after),
+        }
+    ]
+    assert second["options"] == {"width": 400, "headers": {"X-Token": "***"}}
+    # the PDF has a tile and a link, the screenshot a link by its (escaped) name
+    assert 'href="index.pdf"' in gallery and "PDF \u00b7 2 pages" in gallery
+    assert '<a href="about/index%40after.png">after &lt;click&gt;</a>' in gallery
+    assert "<click>" not in gallery

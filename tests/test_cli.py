@@ -30,7 +30,7 @@ def _zip_root(zf: zipfile.ZipFile) -> str:
 
 def test_archive_end_to_end(tmp_path: Path, basic_site: SiteServer) -> None:
     out = tmp_path / "site.zip"
-    result = run_bulk("archive", basic_site.origin, "--allow-private", "-o", out)
+    result = run_bulk("archive", basic_site.origin, "--allow", "127.0.0.1", "-o", out)
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["ok"] == 4 and summary["failed"] == 0 and summary["output"] == str(out)
@@ -65,7 +65,7 @@ def test_archive_partial_failure_exit_3(tmp_path: Path) -> None:
     }
     with serve_site("basic", routes) as site:
         out = tmp_path / "p.zip"
-        result = run_bulk("archive", site.url("/sitemap.xml"), "--allow-private", "-o", out)
+        result = run_bulk("archive", site.url("/sitemap.xml"), "--allow", "127.0.0.1", "-o", out)
     assert result.code == 3, result.stderr
     with zipfile.ZipFile(out) as zf:
         rows = json.loads(zf.read(f"{_zip_root(zf)}/_manifest.json"))["urls"]
@@ -79,14 +79,14 @@ def test_archive_partial_failure_exit_3(tmp_path: Path) -> None:
 def test_archive_nothing_to_do(tmp_path: Path) -> None:
     out = tmp_path / "x.zip"
     with SiteServer(routes={}) as empty:
-        result = run_bulk("archive", empty.origin, "--allow-private", "-o", out)
+        result = run_bulk("archive", empty.origin, "--allow", "127.0.0.1", "-o", out)
     assert result.code == 1
     assert result.stderr.strip().splitlines()[-1].startswith("NO_SITEMAP_FOUND:")
     assert not out.exists() and not out.with_name("x.zip.work").exists()
 
     routes = {"/sitemap.xml": Route(body="<urlset><url><loc>{origin}/a</loc></url></urlset>")}
     with SiteServer(routes=routes) as site:
-        result = run_bulk("archive", site.origin, "--allow-private", "-o", out)
+        result = run_bulk("archive", site.origin, "--allow", "127.0.0.1", "-o", out)
     assert result.code == 1
     assert "NO_PAGES_CAPTURED:" in result.stderr and "HTTP_ERROR" in result.stderr
     assert not out.exists()
@@ -122,7 +122,7 @@ def test_shot(tmp_path: Path, basic_site: SiteServer) -> None:
         basic_site.url("/about/"),
         "-o",
         out,
-        "--allow-private",
+        "--allow", "127.0.0.1",
         "--width",
         "640",
         "--height",
@@ -184,7 +184,7 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
             *BULK,
             "archive",
             site.url("/sitemap.xml"),
-            "--allow-private",
+            "--allow", "127.0.0.1",
             "-o",
             str(out),
             "--concurrency",
@@ -219,7 +219,7 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
 
         done_before = _page_hits(site)
         result = run_bulk(
-            "archive", site.url("/sitemap.xml"), "--allow-private", "-o", out, "--resume", "-q"
+            "archive", site.url("/sitemap.xml"), "--allow", "127.0.0.1", "-o", out, "--resume", "-q"
         )
         hits = _page_hits(site)
     with zipfile.ZipFile(out) as zf:
@@ -241,7 +241,7 @@ def test_resume_of_another_run_is_refused(tmp_path: Path, basic_site: SiteServer
     # Leave an unfinished run for another site behind, then resume with a different one.
     with _slow_site(3, 5.0) as slow:
         proc = subprocess.Popen(
-            [*BULK, "archive", slow.url("/sitemap.xml"), "--allow-private", "-o", str(out), "-q"],
+            [*BULK, "archive", slow.url("/sitemap.xml"), "--allow=127.0.0.1", "-o", str(out), "-q"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -252,7 +252,7 @@ def test_resume_of_another_run_is_refused(tmp_path: Path, basic_site: SiteServer
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
-    result = run_bulk("archive", basic_site.origin, "--allow-private", "-o", out, "--resume")
+    result = run_bulk("archive", basic_site.origin, "--allow", "127.0.0.1", "-o", out, "--resume")
     assert result.code == 2
     assert result.stderr.strip().splitlines()[-1].startswith("RESUME_MISMATCH:")
     assert work.is_dir()
@@ -300,8 +300,8 @@ def test_discover_says_when_a_limit_cut_the_list_short() -> None:
             content_type="application/xml",
         )
     with SiteServer(routes=routes) as site:
-        result = run_cli("discover", site.url("/idx0.xml"), "--allow-private")
-        full = run_cli("discover", site.url("/idx0.xml"), "--allow-private", "--max-pages", "2")
+        result = run_cli("discover", site.url("/idx0.xml"), "--allow", "127.0.0.1")
+        full = run_cli("discover", site.url("/idx0.xml"), "--allow=127.0.0.1", "--max-pages", "2")
     assert result.code == 0, result.stderr
     found = result.stdout.split()
     assert found == [site.url(f"/p{level}") for level in range(len(found))]
@@ -309,4 +309,7 @@ def test_discover_says_when_a_limit_cut_the_list_short() -> None:
     assert result.stderr.startswith("warning: ") and "deep" in result.stderr.lower()
     # --max-pages cuts the list too: said, with how many URLs the sitemaps list.
     assert full.code == 0 and len(full.stdout.split()) == 2
-    assert "warning: --max-pages 2 cut the list: the sitemaps list 4 URLs\n" in full.stderr
+    assert (
+        "warning: --max-pages 2 cut the list: the sitemaps list 4 URLs, only the first 2 "
+        "are taken (raise --max-pages for more)\n" in full.stderr
+    )

@@ -83,7 +83,7 @@ def test_corpus_is_big_enough() -> None:
 
 
 def test_discover_lines_output_streams_in_order(basic_site: SiteServer) -> None:
-    result = run_cli("discover", basic_site.origin, "--allow-private")
+    result = run_cli("discover", basic_site.origin, "--allow", "127.0.0.1")
     assert result.code == 0, result.stderr
     assert result.stdout.splitlines() == [
         basic_site.url(p) for p in ("/", "/about/", "/blog/", "/blog/my-post")
@@ -105,7 +105,7 @@ def test_discover_private_site_blocked_without_allow(basic_site: SiteServer) -> 
 
 def test_bare_domain_tries_https_then_http(basic_site: SiteServer) -> None:
     # "127.0.0.1:PORT" has no scheme: https fails (plain HTTP server), http works.
-    result = run_cli("discover", f"127.0.0.1:{basic_site.port}", "--allow-private", "--json")
+    result = run_cli("discover", f"127.0.0.1:{basic_site.port}", "--allow", "127.0.0.1", "--json")
     assert result.code == 0, result.stderr
     assert len(json.loads(result.stdout)) == 4
 
@@ -540,7 +540,7 @@ def test_retry_after_soon_through_the_cli() -> None:
         )
     }
     with SiteServer(routes=routes) as server:
-        result = run_cli("discover", server.url("/sitemap.xml"), "--allow-private")
+        result = run_cli("discover", server.url("/sitemap.xml"), "--allow=127.0.0.1")
     assert result.code == 1, result.stderr
     assert result.stderr.startswith("NO_SITEMAP_FOUND:") or result.stderr.startswith(
         "FETCH_ERROR:"
@@ -758,12 +758,15 @@ def test_discover_warns_when_max_pages_cut_the_list() -> None:
     server = SiteServer(routes={})
     server.routes["/sitemap.xml"] = Route(body=_big_urlset(server.origin, 155))
     with server:
-        cut = run_cli("discover", server.url("/sitemap.xml"), "--allow-private")
+        cut = run_cli("discover", server.url("/sitemap.xml"), "--allow=127.0.0.1")
         whole = run_cli(
-            "discover", server.url("/sitemap.xml"), "--allow-private", "--max-pages", "155"
+            "discover", server.url("/sitemap.xml"), "--allow=127.0.0.1", "--max-pages", "155"
         )
     assert cut.code == 0 and len(cut.stdout.split()) == 100
-    want = "warning: --max-pages 100 cut the list: the sitemaps list 155 URLs\n"
+    want = (
+        "warning: --max-pages 100 cut the list: the sitemaps list 155 URLs, only the first "
+        "100 are taken (raise --max-pages for more)\n"
+    )
     assert cut.stderr == want, cut.stderr
     assert whole.code == 0 and len(whole.stdout.split()) == 155 and whole.stderr == ""
 
@@ -775,9 +778,9 @@ def test_discover_max_sitemaps_flag() -> None:
     for i in range(150):
         server.routes[f"/c{i}.xml"] = Route(body=_big_urlset(o, 1, f"c{i}-"))
     with server:
-        default = run_cli("discover", server.url("/sitemap.xml"), "--allow-private", "--json")
+        default = run_cli("discover", server.url("/sitemap.xml"), "--allow=127.0.0.1", "--json")
         raised = run_cli(
-            "discover", server.url("/sitemap.xml"), "--allow-private", "--json",
+            "discover", server.url("/sitemap.xml"), "--allow=127.0.0.1", "--json",
             "--max-sitemaps", "151", "--max-pages", "1000",
         )  # fmt: skip
     assert default.code == 0 and len(json.loads(default.stdout)) == 99

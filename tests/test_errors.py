@@ -34,6 +34,15 @@ BARE_CODE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 NOT_CODES = {
     "PLAYWRIGHT_BROWSERS_PATH",  # an environment variable
     "PROXY_CONNECT_FAILED",  # a Chromium net error, reported in ``details``
+    # the launcher's environment for Chromium, and names of libc/os constants
+    "FONTCONFIG_FILE",
+    "FONTCONFIG_PATH",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_DIRS",
+    "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_PDEATHSIG",
+    "SC_OPEN_MAX",
 }
 
 # ../shared/CONTRACT.md: these never change.
@@ -165,6 +174,7 @@ def codes_in_source() -> dict[str, list[str]]:
                 and BARE_CODE.match(node.value)
                 and id(node) not in skip
                 and not node.value.startswith("BULK_")  # environment variables
+                and not node.value.startswith("ERR_")  # Chromium's net errors (details)
                 and node.value not in NOT_CODES
             ):
                 found.setdefault(node.value, []).append(f"{name}:{node.lineno}")

@@ -143,7 +143,7 @@ def test_archive_packaging_failure_is_one_coded_line(
 
     monkeypatch.setattr(bulk._jobs, "build_zip", build_zip)
     out = tmp_path / "site.zip"
-    result = run_cli("archive", basic_site.origin, "--allow-private", "-o", out, "-q")
+    result = run_cli("archive", basic_site.origin, "--allow=127.0.0.1", "-o", out, "-q")
     assert result.code == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == ["INTERNAL_ERROR: the ZIP could not be made"]
@@ -286,7 +286,7 @@ def test_a_second_archive_to_the_same_output_touches_nothing(tmp_path: Path) -> 
     out = (tmp_path / "site.zip").resolve()
     work = out.with_name("site.zip.work")
     with gated_site(4, gate) as site:
-        args = [*BULK, "archive", site.url("/sitemap.xml"), "--allow-private", "-o", str(out)]
+        args = [*BULK, "archive", site.url("/sitemap.xml"), "--allow=127.0.0.1", "-o", str(out)]
         first = subprocess.Popen(
             # Its first page waits for the gate while the second run is tried: a
             # long timeout keeps that page from failing on a slow machine.
@@ -326,7 +326,7 @@ def test_a_second_archive_to_the_same_output_touches_nothing(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_a_second_serve_on_one_database_is_locked_out(tmp_path: Path) -> None:
     db = (tmp_path / "ledger.db").resolve()
-    args = ["serve", "--port", "0", "--db", str(db), "--allow-private", "--concurrency", "1"]
+    args = ["serve", "--port", "0", "--db", str(db), "--allow=127.0.0.1", "--concurrency", "1"]
     first = subprocess.Popen(
         [*BULK, *args, "--data-dir", str(tmp_path / "d1")],
         cwd=ROOT,

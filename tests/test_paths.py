@@ -937,3 +937,26 @@ def test_file_and_directory_never_clash(paths: list[str]) -> None:
     directories = {k[:i] for k in unique for i, char in enumerate(k) if char == "/"}
     assert directories.isdisjoint(unique)
     assert len(unique) == len({parse_http_url(SITE + path).href for path in paths})
+
+
+def test_intermediate_screenshots_sit_next_to_their_page() -> None:
+    layout = Layout("png")
+    entry, shots = layout.assign_shots(
+        "https://example.com/blog/post", ["after", "../../evil", "after", "dialog open"]
+    )
+    assert entry == "blog/post.png"
+    assert shots["after"] == "blog/post@after.png"
+    assert set(shots) == {"after", "../../evil", "dialog open"}
+    for name in shots.values():
+        assert is_safe_entry(name) and name.startswith("blog/post@") and name.endswith(".png")
+    assert len(set(shots.values()) | {entry}) == 4
+    # a PDF page's screenshots are images; a page with its own format keeps it
+    pdf, pdf_shots = Layout("png").assign_shots("https://example.com/", ["first"], extension="pdf")
+    assert pdf == "index.pdf" and pdf_shots == {"first": "index@first.png"}
+    # reserved names are never given to another URL, and come back on --resume
+    clash, _ = layout.assign_shots("https://example.com/blog/post@after")
+    assert clash not in shots.values()
+    again = Layout("png")
+    again.restore("https://example.com/blog/post", entry, shots)
+    other, _ = again.assign_shots("https://example.com/blog/post@after")
+    assert other == clash

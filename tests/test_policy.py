@@ -29,6 +29,7 @@ from bulk._policy import (
     EgressPolicy,
     IPAddress,
     PolicyNetworkBackend,
+    _reaches_this_host,
     is_public_address,
     policy_client,
     policy_transport,
@@ -301,11 +302,24 @@ async def test_public_passes(url: str) -> None:
     [u for u in BLOCKED if ":0/" not in u and "localhost.." not in u],
 )
 async def test_allow_private_opens_addresses_and_names(url: str) -> None:
-    # localhost, metadata, metadata.google.internal...: answered like the real thing
-    # would. The single-label ones among them (localhost, metadata, instance-data)
-    # stay open under --allow-private, as before.
-    resolver = FakeResolver(default=["127.0.0.1", "169.254.169.254"])
-    assert await check_and_resolve(EgressPolicy(allow_private=True, resolver=resolver), url)
+    # localhost, metadata.google.internal...: answered like the real thing would, but
+    # this machine itself (loopback, "this host") only opens when ``allow`` names it.
+    resolver = FakeResolver(default=["10.0.0.5", "169.254.169.254"])
+    policy = EgressPolicy(allow_private=True, resolver=resolver)
+    if _reaches_this_machine(url):
+        with pytest.raises(URLBlocked):
+            await check_and_resolve(policy, url)
+        policy = attrs.evolve(policy, allow=("0.0.0.0/0", "::/0"))
+    assert await check_and_resolve(policy, url)
+
+
+def _reaches_this_machine(url: str) -> bool:
+    host = EgressPolicy(allow_private=True, allow=("0.0.0.0/0", "::/0")).check_url(url).hostname
+    try:
+        addresses = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        addresses = [ipaddress.ip_address(a) for a in ZONE.get(host.rstrip("."), [])]
+    return any(_reaches_this_host(a) for a in addresses)
 
 
 def test_allow_private_still_refuses_port_zero() -> None:

@@ -14,7 +14,12 @@ One concept per module (each docstring says why it is shaped as it is):
   relaunch and retry.
 - ``_bridge``: ``AsyncioThread``, the trio <-> asyncio bridge.
 - ``_engine``: the Playwright engine on the loop thread: browser, contexts, pages.
-- ``_steps``: one capture: navigate, settle, clean up, shoot; ``Screenshot``.
+- ``_steps``: one capture: navigate, wait (``wait_until``, ``load_timeout``), clean
+  up, run the script, shoot; ``Screenshot`` and the script's ``NamedShot``s.
+- ``_shoot``: the picture itself: viewport, full page, element, PDF.
+- ``_actions``: running a capture script's steps (``bulk/_actions.py`` parses them).
+- ``_network``: a page's requests in flight (quiet waits, pending hosts).
+- ``_blocking``: ``block_media`` and ``block_ads`` (adblock + EasyList in ``data/``).
 - ``_pages``: a job's context state and its pages (reuse, blanking, closing).
 - ``_source``: ``BrowserSource``, where a browser comes from; ``LocalLaunch``.
 - ``_hygiene``: process groups, priorities and capabilities of the capture side.
@@ -29,7 +34,7 @@ from ._bridge import AsyncioThread
 from ._config import PoolConfig, default_concurrency
 from ._pool import BrowserPool, CaptureSession
 from ._source import BrowserSource, LocalLaunch
-from ._steps import Screenshot
+from ._steps import NamedShot, Screenshot
 
 __all__ = [
     "AsyncioThread",
@@ -37,6 +42,7 @@ __all__ = [
     "BrowserSource",
     "CaptureSession",
     "LocalLaunch",
+    "NamedShot",
     "PoolConfig",
     "Screenshot",
     "default_concurrency",

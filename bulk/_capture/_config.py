@@ -8,6 +8,8 @@ from typing import Final
 
 import attrs
 
+from .._sandbox import SandboxConfig
+
 __all__ = ["CLEANUP_TIMEOUT", "CLOSE_TIMEOUT", "PoolConfig", "default_concurrency"]
 
 # Closing a browser, Playwright or a whole pool; a cancelled bridge call waits this
@@ -35,6 +37,8 @@ class PoolConfig:
         nice: CPU niceness (0-19) of the capture side: Playwright's thread in this
             process, its driver and Chromium. ``bulk serve`` raises it so the API
             answers at once while captures use the rest of the CPU.
+        sandbox: How Chromium is isolated: its user, sandbox, network namespace and
+            memory bounds (``_sandbox.py``).
     """
 
     executable: str
@@ -43,6 +47,7 @@ class PoolConfig:
     launch_timeout: float = 30.0
     extra_args: tuple[str, ...] = ()
     nice: int = attrs.field(default=0, validator=attrs.validators.in_(range(20)))
+    sandbox: SandboxConfig = attrs.field(factory=SandboxConfig)
 
     @concurrency.validator
     def _check_concurrency(self, _: object, value: int) -> None:

@@ -46,7 +46,13 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from .._exceptions import BrowserCrashed, CaptureError, CaptureTimeout, URLBlocked
+from .._exceptions import (
+    BrowserCrashed,
+    CaptureError,
+    CaptureTimeout,
+    PageTooLarge,
+    URLBlocked,
+)
 from .._proxy import EgressProxy
 from . import _scripts as js
 from ._config import CLEANUP_TIMEOUT, CLOSE_TIMEOUT, PoolConfig
@@ -204,6 +210,7 @@ class Engine:
                 viewport={"width": opts.width, "height": opts.height},
                 device_scale_factor=opts.scale,
                 color_scheme="dark" if opts.dark_mode else "light",
+                reduced_motion="reduce" if opts.freeze_animations else "no-preference",
                 user_agent=opts.user_agent,
                 extra_http_headers=dict(opts.headers) or None,
                 accept_downloads=False,
@@ -328,15 +335,22 @@ class Engine:
     # -- capture ----------------------------------------------------------------------------
 
     async def capture(
-        self, state: ContextState, url: str, seconds: float, since: float
+        self,
+        state: ContextState,
+        url: str | None,
+        seconds: float,
+        since: float,
+        html: str | None = None,
     ) -> Screenshot:
-        """Capture ``url`` with a page of ``state``'s context within ``seconds``.
+        """Capture ``url`` (or the document ``html``) with a page of ``state``'s
+        context within ``seconds``.
 
         ``since`` is the trio time the attempt started at (for the proxy's refusals).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         generation = self.generation
+        memory = self.source.memory_mark()
         slot: PageSlot | None = None
         keep = False
         try:
@@ -344,7 +358,7 @@ class Engine:
                 slot = state.idle.pop() if state.idle else await self._new_page(state)
                 slot.uses += 1
                 shot = await self._watched(
-                    slot, capture_on(slot, state, url, deadline, since, self.proxy)
+                    slot, capture_on(slot, state, url, deadline, since, self.proxy, html=html)
                 )
             keep = True
             return shot
@@ -358,10 +372,14 @@ class Engine:
             error = map_error(exc)
             # A refused download or a failed navigation leaves a working page.
             keep = not isinstance(error, BrowserCrashed)
+            if not keep and self.source.killed_for_memory(memory):
+                raise _too_large() from None
             raise error from None
         except PageCrashed:
             if await self._browser_lost(generation, None):
                 raise BrowserGone(generation) from None
+            if self.source.killed_for_memory(memory):
+                raise _too_large() from None
             raise BrowserCrashed("the page's renderer crashed (out of memory?)") from None
         except (CaptureTimeout, BrowserCrashed):
             raise
@@ -405,3 +423,8 @@ class Engine:
         if gone.done() and not gone.cancelled():
             raise PlaywrightError("Browser has been closed (disconnected)")
         return task.result()
+
+
+def _too_large() -> PageTooLarge:
+    # The kernel killed the renderer at its memory cgroup's limit (_memory.py).
+    return PageTooLarge("the page used more memory than a page may (BULK_RENDERER_MEMORY_MB)")

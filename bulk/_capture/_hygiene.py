@@ -8,8 +8,12 @@ Chromium), so that they can neither outrank nor outlive bulk:
 - ``lower_priority``: give that thread a niceness its children inherit.
 - ``kill_process_group``: SIGKILL what is left of a browser's process group (``/proc``).
 
-All of it is Linux-only and a no-op elsewhere. This module is the home of whatever
-else bounds the capture side's processes (a sandbox user, memory limits).
+All of it is Linux-only and a no-op elsewhere. The rest of what bounds the capture
+side's processes lives next to the egress policy, free of asyncio and Playwright:
+``bulk/_sandbox.py`` (the user Chromium runs as, its sandbox and network namespace,
+planned per pool), ``bulk/_launcher.py`` (the program that applies it before exec'ing
+Chromium: it also ties Chromium to bulk's process group with a parent-death signal)
+and ``bulk/_memory.py`` (memory cgroups: the capture side's total, one per renderer).
 """
 
 from __future__ import annotations

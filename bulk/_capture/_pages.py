@@ -22,6 +22,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from .._options import CaptureOptions
 from ._config import CLOSE_TIMEOUT
+from ._network import NetworkWatch
 
 __all__ = ["ContextState", "PageSlot", "blank", "close_hard", "close_page", "done"]
 
@@ -35,6 +36,12 @@ class PageSlot:
     uses: int = 0
     # Popups being closed; a capture waits for them before it returns.
     closing: set[asyncio.Future[None]] = attrs.field(factory=set)
+    # block_media / block_ads: whether the page's requests are routed, and how many
+    # requests it dropped so far (each capture reports its own difference).
+    routed: bool = False
+    blocked: int = 0
+    # The page's requests in flight (``_network.NetworkWatch``), from its first capture.
+    watch: NetworkWatch | None = None
 
 
 @attrs.define(eq=False)

@@ -5,7 +5,9 @@
             shot = await session.capture(url)                     # -> Screenshot
 
 The pool owns the asyncio thread (``_bridge.py``), the engine on it (``_engine.py``),
-the browser source the engine launches from (``LocalLaunch``) and the egress proxy.
+the browser source the engine launches from (``LocalLaunch``), the egress proxy and
+Chromium's isolation (``_sandbox.py``: planned once per pool, with a warning for
+what this machine does not allow).
 It hands out its slots (a FIFO ``trio.CapacityLimiter``, so jobs sharing the pool take
 turns), puts a trio deadline around every capture (the engine's own asyncio deadline
 fires first and gives the precise error; the trio one is the backstop for a capture
@@ -22,10 +24,11 @@ from typing import Any, Final, TypeVar, final
 
 import trio
 
-from .._exceptions import BrowserCrashed, CaptureTimeout
-from .._options import CaptureOptions
+from .._exceptions import BrowserCrashed, CaptureTimeout, ValidationError
+from .._options import MAX_HTML_BYTES, CaptureOptions
 from .._policy import EgressPolicy
 from .._proxy import EgressProxy, open_egress_proxy
+from .._sandbox import Isolation, Launch, open_launch, plan_isolation
 from .._urls import parse_http_url
 from ._bridge import AsyncioThread
 from ._config import CLEANUP_TIMEOUT, PoolConfig
@@ -60,11 +63,13 @@ class BrowserPool:
         thread: AsyncioThread,
         engine: Engine,
         proxy: EgressProxy | None,
+        launch: Launch | None = None,
     ) -> None:
         self.config = config
         self._thread = thread
         self._engine = engine
         self._proxy = proxy
+        self._launch = launch
         self._limiter = trio.CapacityLimiter(engine.source.slots)
         self._relaunch_lock = trio.Lock()
         self.relaunches = 0
@@ -82,17 +87,34 @@ class BrowserPool:
                 means no proxy (only for trusted, offline measurements).
 
         Raises:
-            BrowserUnavailable: Chromium could not be started.
+            BrowserUnavailable: Chromium could not be started, or (``BULK_SANDBOX=
+                require``) could not be isolated as asked.
 
         Resource handling:
             Leaving the block closes Chromium, Playwright and the asyncio thread,
             shielded from cancellation and bounded in time; leftovers of Chromium's
-            process group are killed.
+            process group and memory cgroups are killed, the cgroups removed.
         """
-        async with _maybe_proxy(policy) as proxy:
+        isolation = await plan_isolation(
+            config.sandbox, config.executable, proxied=policy is not None, slots=config.concurrency
+        )
+        async with (
+            # In its own network namespace, Chromium reaches the proxy through the
+            # listener its launcher hands over: nothing listens here.
+            _maybe_proxy(policy, listen=not isolation.private_network) as proxy,
+            open_launch(
+                isolation,
+                config.executable,
+                proxy,
+                config=config.sandbox,
+                slots=config.concurrency,
+            ) as launch,
+        ):
             thread = AsyncioThread()
             thread.start()
-            source = LocalLaunch.from_config(config, proxy.url if proxy is not None else None)
+            source = LocalLaunch.from_config(
+                config, proxy.url if proxy is not None else None, launch
+            )
             engine = Engine(config, source, proxy)
             try:
                 try:
@@ -101,7 +123,7 @@ class BrowserPool:
                     with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                         await thread.run(engine.stop)
                     raise
-                pool = cls(config, thread, engine, proxy)
+                pool = cls(config, thread, engine, proxy, launch)
                 try:
                     yield pool
                 finally:
@@ -114,6 +136,16 @@ class BrowserPool:
     def browser_pid(self) -> int | None:
         """PID of the current Chromium browser process (tests kill it to prove recovery)."""
         return self._engine.pid
+
+    @property
+    def isolation(self) -> Isolation:
+        """How Chromium is isolated here: what holds, and a warning for what does not."""
+        return self._launch.isolation if self._launch is not None else Isolation()
+
+    def memory_peak(self) -> int:
+        """The most memory the capture side used at once, in bytes (0: not bounded)."""
+        memory = self._launch.memory if self._launch is not None else None
+        return memory.peak() if memory is not None else 0
 
     @property
     def pages_opened(self) -> int:
@@ -154,6 +186,12 @@ class BrowserPool:
         async with self.session(options, site_url or url) as session:
             return await session.capture(url)
 
+    async def capture_html(self, html: str, options: CaptureOptions) -> Screenshot:
+        """Render the document ``html`` in its own short-lived context (see
+        ``CaptureSession.capture_html``)."""
+        async with self.session(options) as session:
+            return await session.capture_html(html)
+
     async def _with_relaunch(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         try:
             return await self._thread.run(fn)
@@ -180,18 +218,26 @@ class BrowserPool:
         async with self._limiter:
             yield
 
-    async def _capture(self, state: ContextState, url: str) -> Screenshot:
-        # Chromium would happily show file:, data: or chrome: URLs, none of which
-        # pass the egress proxy: only http(s) reaches the browser.
-        parse_http_url(url)
-        if state.cookie_url is None:
-            # Cookies without a domain belong to the job's site: its first URL.
-            state.cookie_url = url
+    async def _capture(
+        self, state: ContextState, url: str | None, html: str | None = None
+    ) -> Screenshot:
+        if html is None:
+            assert url is not None
+            # Chromium would happily show file:, data: or chrome: URLs, none of which
+            # pass the egress proxy: only http(s) reaches the browser.
+            parse_http_url(url)
+            if state.cookie_url is None:
+                # Cookies without a domain belong to the job's site: its first URL.
+                state.cookie_url = url
+        elif len(html.encode("utf-8", "surrogatepass")) > MAX_HTML_BYTES:
+            raise ValidationError(
+                f"html is over {MAX_HTML_BYTES // 1024} KiB of UTF-8", field="html"
+            )
         timeout = state.options.timeout / 1000
         async with self._slot():
             for attempt in (1, 2):
                 run = functools.partial(
-                    self._engine.capture, state, url, timeout, trio.current_time()
+                    self._engine.capture, state, url, timeout, trio.current_time(), html
                 )
                 try:
                     with trio.fail_after(timeout + _DEADLINE_GRACE):
@@ -208,11 +254,13 @@ class BrowserPool:
 
 
 @asynccontextmanager
-async def _maybe_proxy(policy: EgressPolicy | None) -> AsyncIterator[EgressProxy | None]:
+async def _maybe_proxy(
+    policy: EgressPolicy | None, *, listen: bool
+) -> AsyncIterator[EgressProxy | None]:
     if policy is None:
         yield None
         return
-    async with open_egress_proxy(policy, require_auth=False) as proxy:
+    async with open_egress_proxy(policy, require_auth=False, listen=listen) as proxy:
         yield proxy
 
 
@@ -260,3 +308,20 @@ class CaptureSession:
             The page is closed before this returns; the slot is released.
         """
         return await self._pool._capture(self._state, url)
+
+    async def capture_html(self, html: str) -> Screenshot:
+        """Render the document ``html`` (instead of loading a URL) and capture it.
+
+        The document is written into a blank page (its URL is ``about:blank``): its
+        sub-resources need absolute URLs (or a ``<base href>``) and load through the
+        egress proxy and its address policy like any page's. Everything else is as
+        for ``capture``.
+
+        Raises:
+            ValidationError: ``html`` is over ``MAX_HTML_BYTES`` of UTF-8.
+            CaptureError: As for ``capture``.
+
+        Cancellation:
+            As for ``capture``.
+        """
+        return await self._pool._capture(self._state, None, html)

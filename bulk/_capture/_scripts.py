@@ -14,14 +14,19 @@ from importlib import resources
 from typing import Final
 
 __all__ = [
+    "ADD_CSS",
     "CHECK_SELECTORS",
     "DISMISS_CONSENT",
     "ELEMENT_BOX",
+    "FREEZE",
     "HIDE_SELECTORS",
     "INIT",
     "LOADED",
+    "PAGE_STYLE",
     "SCROLL",
+    "SCROLL_TO",
     "SETTLE",
+    "UNBLOCK",
 ]
 
 # Every script loaded, by file name (what the test compares with the folder).
@@ -41,3 +46,8 @@ HIDE_SELECTORS: Final = _load("hide-selectors.js")
 SETTLE: Final = _load("settle.js")
 SCROLL: Final = _load("scroll.js")
 ELEMENT_BOX: Final = _load("element-box.js")
+PAGE_STYLE: Final = _load("page-style.js")
+FREEZE: Final = _load("freeze.js")
+UNBLOCK: Final = _load("unblock.js")
+ADD_CSS: Final = _load("add-css.js")
+SCROLL_TO: Final = _load("scroll-to.js")

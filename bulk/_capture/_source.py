@@ -6,9 +6,11 @@ left of a browser it has closed (after a loss, and when it stops). A source also
 how many pages it can capture at once (``slots``) and has a ``name`` for messages.
 
 ``LocalLaunch`` is the one source today: Chromium started on this machine by
-Playwright, with bulk's switches, behind bulk's egress proxy; its leftovers are
-killed by process group. A remote browser server or a connector's tunnel is another
-``BrowserSource`` subclass, not a change to the engine.
+Playwright, with bulk's switches, behind bulk's egress proxy, through the launcher
+that isolates it (``_sandbox.py``: its user, sandbox, network namespace, memory
+cgroups); its leftovers are killed by process group and by cgroup. A remote browser
+server or a connector's tunnel is another ``BrowserSource`` subclass, not a change to
+the engine.
 
 Runs on the asyncio loop thread only.
 """
@@ -24,6 +26,7 @@ from playwright.async_api import Browser, Playwright
 from playwright.async_api import Error as PlaywrightError
 
 from .._exceptions import BrowserUnavailable
+from .._sandbox import JS_HEAP_ARG, Launch
 from ._config import CLOSE_TIMEOUT, PoolConfig
 from ._hygiene import kill_process_group
 
@@ -43,8 +46,9 @@ CHROMIUM_ARGS: Final = (
     # WebRTC must not send UDP around the proxy.
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--force-webrtc-ip-handling-policy",
-    # A page that eats memory kills its own renderer, not the machine.
-    "--js-flags=--max-old-space-size=512",
+    # A page that eats memory kills its own renderer, not the machine (dropped when
+    # memory cgroups bound the renderers: then the kernel does, PAGE_TOO_LARGE).
+    JS_HEAP_ARG,
 )
 
 
@@ -84,6 +88,15 @@ class BrowserSource(abc.ABC):
         """The current browser's process id when it runs on this machine, else None."""
         return None
 
+    def memory_mark(self) -> int:
+        """A mark for ``killed_for_memory``, taken when a capture starts (no I/O)."""
+        return 0
+
+    def killed_for_memory(self, mark: int) -> bool:
+        """Whether one of this source's renderers was killed for going over its
+        memory bound since ``mark`` (a crashed page is then ``PAGE_TOO_LARGE``)."""
+        return False
+
 
 @final
 class LocalLaunch(BrowserSource):
@@ -96,10 +109,13 @@ class LocalLaunch(BrowserSource):
         launch_timeout: Seconds Chromium gets to start.
         proxy_server: The egress proxy's URL every connection goes through (None: no
             proxy, only for trusted, offline measurements).
+        launch: How Chromium is isolated (``_sandbox.open_launch``): what Playwright
+            starts and with which switches; None: Chromium as Playwright starts it.
 
     Resource handling:
         Playwright starts Chromium as a process group leader; ``reap`` SIGKILLs what
-        is left of the group of the last browser launched.
+        is left of the group of the last browser launched, and of the memory cgroups
+        (crash handlers leave the group, not the cgroup).
     """
 
     name = "local"
@@ -112,16 +128,20 @@ class LocalLaunch(BrowserSource):
         extra_args: tuple[str, ...] = (),
         launch_timeout: float = 30.0,
         proxy_server: str | None = None,
+        launch: Launch | None = None,
     ) -> None:
         self.executable = executable
         self.slots = slots
         self.extra_args = extra_args
         self.launch_timeout = launch_timeout
         self.proxy_server = proxy_server
+        self.launch = launch
         self._pid: int | None = None
 
     @classmethod
-    def from_config(cls, config: PoolConfig, proxy_server: str | None) -> LocalLaunch:
+    def from_config(
+        cls, config: PoolConfig, proxy_server: str | None, launch: Launch | None = None
+    ) -> LocalLaunch:
         """The launch ``config`` describes, behind the proxy at ``proxy_server``."""
         return cls(
             config.executable,
@@ -129,6 +149,7 @@ class LocalLaunch(BrowserSource):
             extra_args=config.extra_args,
             launch_timeout=config.launch_timeout,
             proxy_server=proxy_server,
+            launch=launch,
         )
 
     @property
@@ -141,11 +162,17 @@ class LocalLaunch(BrowserSource):
             # No credentials: given some, Playwright intercepts every request and
             # switches the HTTP cache off (see open_egress_proxy's require_auth).
             proxy = {"server": self.proxy_server}
+        launch = self.launch
+        executable, sandbox, args = self.executable, False, list(CHROMIUM_ARGS)
+        if launch is not None:
+            executable, sandbox = launch.executable_path, launch.chromium_sandbox
+            args = [a for a in args if a not in launch.dropped_args] + list(launch.args)
         try:
             browser = await playwright.chromium.launch(
-                executable_path=self.executable,
+                executable_path=executable,
+                chromium_sandbox=sandbox,
                 headless=True,
-                args=[*CHROMIUM_ARGS, *self.extra_args],
+                args=[*args, *self.extra_args],
                 # Playwright turns Chromium's popup blocker off; bulk wants it on: no
                 # user ever clicks, so no page gets to open windows.
                 ignore_default_args=["--disable-popup-blocking"],
@@ -156,8 +183,14 @@ class LocalLaunch(BrowserSource):
                 handle_sighup=False,
             )
         except PlaywrightError as exc:
+            lines = str(exc).splitlines() or [type(exc).__name__]
+            # The launcher's own line, when it refused, says what to do.
+            why = next(
+                (line[line.find("bulk-launcher:") :] for line in lines if "bulk-launcher:" in line),
+                lines[0],
+            )
             raise BrowserUnavailable(
-                f"Chromium at {self.executable} did not start: {str(exc).splitlines()[0]}"
+                f"Chromium at {self.executable} did not start: {why.strip()}"
             ) from None
         self._pid = await browser_pid(browser)
         return browser
@@ -166,6 +199,14 @@ class LocalLaunch(BrowserSource):
         pid, self._pid = self._pid, None
         if pid is not None:
             kill_process_group(pid)
+        if self.launch is not None:
+            self.launch.reap()
+
+    def memory_mark(self) -> int:
+        return self.launch.memory_mark() if self.launch is not None else 0
+
+    def killed_for_memory(self, mark: int) -> bool:
+        return self.launch is not None and self.launch.killed_for_memory(mark)
 
 
 async def browser_pid(browser: Browser) -> int | None:

@@ -1,16 +1,32 @@
-"""The capture steps: navigate, settle, clean the page up, take the image.
+"""The capture steps: navigate, wait, clean the page up, run the script, take the picture.
 
-One capture, on a page the engine hands over (``capture_on``): check the job's CSS
-selectors once, navigate, tell the site's HTTP errors from the egress proxy's own
-answers, wait for "load" (most of the time left), web fonts and two frames, then the
-options' waits (``wait_for_selector``, ``delay``), hide ``block_selectors``, dismiss
-cookie banners, and take the page (scrolled through first for a full page) or one
-element with the DevTools protocol's ``Page.captureScreenshot``.
+One capture, on a page the engine hands over (``capture_on``), is one ``Capture``:
+
+1. Check the job's CSS selectors once (the script's too), route the page's requests
+   when the job blocks media or ads (``_blocking.py``), and follow its requests
+   (``_network.NetworkWatch``).
+2. Load the URL (or set the HTML given instead of one). The document must arrive
+   before the URL's deadline (``timeout``, the hard limit); the proxy's refusals are
+   told apart from the site's answers and from network errors, which are put in words.
+3. Wait for ``wait_until`` (``load``, ``domcontentloaded``, ``networkidle``: no
+   request for 500 ms, ``mostly_idle``: at most 2 for 500 ms), for ``load_timeout``
+   at most. When that passes, the page is captured as it is and marked
+   ``load: "partial"`` with the hosts it was still waiting for: a dead third-party
+   host must not fail every page. Style sheets still loading are dropped then
+   (``js/unblock.js``), or the page would never paint.
+4. Web fonts and two frames, the options' waits (``wait_for_selector``, ``delay``),
+   ``block_selectors`` hidden, cookie banners dismissed, scrollbars and their gutter
+   hidden (``js/page-style.js``).
+5. The ``actions`` script (``_actions.py``), whose ``screenshot`` steps are extra
+   pictures and whose navigations get steps 2 to 4 again.
+6. The picture (``_shoot.py``): an image of the page or one element, or a PDF.
 
 Chromium reaches the network only through bulk's egress proxy (``_proxy.py``), which
 applies the same address policy as the httpx fetches. The proxy's refusals
 (``X-Bulk-Error`` / a refused ``CONNECT``) are told apart from network errors by
-asking the proxy whether it refused one of the hosts this navigation went to.
+asking the proxy whether it refused one of the hosts this navigation went to; a
+failed ``CONNECT`` (Chromium only says ``ERR_TUNNEL_CONNECTION_FAILED``) is explained
+by the proxy's own record of why it could not connect.
 
 Runs on the asyncio loop thread only; the in-page scripts are ``js/*.js``.
 """
@@ -18,18 +34,14 @@ Runs on the asyncio loop thread only; the in-page scripts are ``js/*.js``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import suppress
-from typing import Any, Final
+from typing import Final, Literal, final
 from urllib.parse import urlsplit
 
 import attrs
-from PIL import Image
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Locator, Page, Request
+from playwright.async_api import Page, Request
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from .._exceptions import (
@@ -38,37 +50,69 @@ from .._exceptions import (
     HTTPStatusError,
     InvalidURL,
     NavigationError,
-    PageTooLarge,
-    SelectorNotFound,
     URLBlocked,
 )
-from .._options import FULL_PAGE_MAX_HEIGHT, CaptureOptions
+from .._options import CaptureOptions
 from .._proxy import EgressProxy
 from .._urls import parse_http_url
 from . import _scripts as js
+from ._actions import run_actions
+from ._blocking import install_routes, wants_routes
+from ._errors import net_error, net_error_message
+from ._network import NetworkWatch
 from ._pages import ContextState, PageSlot
+from ._shoot import SELECTOR_MARGIN_MS, Shot, max_css_height, shoot, until_visible
 
-__all__ = ["Screenshot", "capture_on", "hostname", "max_css_height"]
+__all__ = ["NamedShot", "Screenshot", "capture_on", "hostname", "max_css_height"]
 
-# Device pixels: Chromium's largest texture. A full page is cut here, whatever scale.
-_MAX_DEVICE_PIXELS_HIGH: Final = 16384
-# Device pixels of one image (RGBA in memory: 4 bytes each, in Chromium and Pillow).
-_MAX_DEVICE_PIXELS_AREA: Final = 64 * 1024 * 1024
-# Part of the timeout kept for the work after "load" when load is slow: a page whose
-# beacon never finishes is captured after DOMContentLoaded rather than not at all.
+# Part of the timeout kept for the work after the wait for ``wait_until``, whatever
+# ``load_timeout`` says: a page that never finishes loading is still captured.
 _AFTER_LOAD_RESERVE: Final = 0.25
-# SELECTOR_NOT_FOUND is decided this long before the deadline, so it is not lost in
-# a race with CAPTURE_TIMEOUT.
-_SELECTOR_MARGIN_MS: Final = 300.0
-# How long the element of ``selector`` gets to show once the page is ready (slower
-# content is what ``wait_for_selector`` is for).
-_ELEMENT_WAIT_MS: Final = 5000.0
+# How long the network must be (mostly) quiet for networkidle and mostly_idle.
+_QUIET_SECONDS: Final = 0.5
+# Requests in flight that still count as quiet, by wait_until.
+_QUIET_LEVEL: Final = {"networkidle": 0, "mostly_idle": 2}
+# Playwright's own timeouts run this much longer than the asyncio ones, which decide.
+_DRIVER_SLACK_MS: Final = 5000.0
 _CONSENT_POLL_MS: Final = 1000
+
+LoadState = Literal["complete", "partial"]
+
+
+@attrs.frozen(kw_only=True)
+class NamedShot:
+    """An extra picture a capture script took (its ``screenshot`` step)."""
+
+    name: str
+    data: bytes
+    format: str
+    width: int
+    height: int
+    pdf_pages: int | None = None
+    truncated_height: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class Screenshot:
-    """One captured image and what is known about the page it came from."""
+    """One captured image (or PDF) and what is known about the page it came from.
+
+    Attributes:
+        data: The image's or the PDF's bytes.
+        format: ``png``, ``jpeg``, ``webp`` or ``pdf``.
+        width: Pixels of the image; for a PDF, its first page's width in points.
+        height: The same, in height.
+        final_url: Where the page ended up (``about:blank`` for HTML input).
+        http_status: The main document's HTTP status (None for HTML input).
+        elapsed: Seconds the capture took.
+        load: ``complete`` when ``wait_until`` was reached, ``partial`` when
+            ``load_timeout`` passed first and the page was captured as it was.
+        pending_hosts: For a partial load, the hosts of the requests still waited for.
+        truncated_height: A full page taller than the cap, cut at the cap.
+        blocked_requests: Requests dropped by ``block_media`` / ``block_ads``.
+        requests: Requests the page made (redirect hops each count).
+        pdf_pages: A PDF's page count.
+        shots: The capture script's extra pictures, in order.
+    """
 
     data: bytes
     format: str
@@ -77,12 +121,13 @@ class Screenshot:
     final_url: str
     http_status: int | None
     elapsed: float
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    # Reads the header only: no pixel decoding on the capture path.
-    with Image.open(io.BytesIO(data)) as img:
-        return img.size
+    load: LoadState = "complete"
+    pending_hosts: tuple[str, ...] = ()
+    truncated_height: bool = False
+    blocked_requests: int = 0
+    requests: int = 0
+    pdf_pages: int | None = None
+    shots: tuple[NamedShot, ...] = ()
 
 
 def hostname(url: str) -> str:
@@ -95,117 +140,275 @@ def hostname(url: str) -> str:
 async def capture_on(
     slot: PageSlot,
     state: ContextState,
-    url: str,
+    url: str | None,
     deadline: float,
     since: float,
     proxy: EgressProxy | None,
+    *,
+    html: str | None = None,
 ) -> Screenshot:
-    """Load ``url`` in ``slot``'s page, wait as ``state``'s options say, take the image.
+    """Load ``url`` (or ``html``) in ``slot``'s page, wait as ``state``'s options say,
+    run their script, take the picture.
 
     ``deadline`` is the asyncio loop time the capture must end by; ``since`` the trio
     time the attempt started at, and ``proxy`` the egress proxy, whose refusals since
     then tell a blocked URL from a network error.
     """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    opts = state.options
+    return await Capture(slot, state, deadline, since, proxy).run(url, html)
 
-    def remaining_ms(margin: float = 0.0) -> float:
-        # Never 0: Playwright reads a timeout of 0 as "no timeout".
-        return max(1.0, (deadline - loop.time()) * 1000 - margin)
 
-    page = slot.page
-    await check_selectors(page, state)
+@final
+class Capture:
+    """One capture in one page (see the module docstring); also the ``Runner`` that
+    the capture script's steps call back into."""
 
-    hosts = {hostname(url)}
+    def __init__(
+        self,
+        slot: PageSlot,
+        state: ContextState,
+        deadline: float,
+        since: float,
+        proxy: EgressProxy | None,
+    ) -> None:
+        self.slot = slot
+        self.state = state
+        self.opts: CaptureOptions = state.options
+        self.deadline = deadline
+        self.since = since
+        self.proxy = proxy
+        self.loop = asyncio.get_running_loop()
+        if slot.watch is None:
+            slot.watch = NetworkWatch(slot.page)
+            slot.watch.attach()
+        self.watch: NetworkWatch = slot.watch
+        self.watch.restart()
+        self.partial = False
+        self.pending: set[str] = set()
+        self.shots: list[NamedShot] = []
+        self.status: int | None = None
 
-    def on_request(request: Request) -> None:
-        # Every main-frame navigation request, redirects included: a refusal of
-        # any of them by the proxy explains a failed navigation.
-        with suppress(PlaywrightError):
-            if request.is_navigation_request() and request.frame.parent_frame is None:
-                hosts.add(hostname(request.url))
+    @property
+    def page(self) -> Page:
+        return self.slot.page
 
-    page.on("request", on_request)
-    try:
-        response = await page.goto(url, wait_until="domcontentloaded", timeout=remaining_ms())
-    except PlaywrightTimeout:
-        raise CaptureTimeout(f"page did not load within {opts.timeout} ms") from None
-    except PlaywrightError:
-        if refused(proxy, hosts, since):
-            raise URLBlocked("the egress policy blocked this page or a redirect") from None
-        raise
-    finally:
-        page.remove_listener("request", on_request)
+    def remaining_ms(self, margin: float = 0.0) -> float:
+        """Milliseconds left before the deadline, less ``margin``; never 0 (Playwright
+        reads a timeout of 0 as "no timeout")."""
+        return max(1.0, (self.deadline - self.loop.time()) * 1000 - margin)
 
-    status = response.status if response is not None else None
-    final_url = page.url
-    if response is not None and status is not None and status >= 400:
-        check_proxy_answer(proxy, response.headers, status, hosts, since)
-        raise HTTPStatusError(
-            f"the page answered HTTP {status}", http_status=status, final_url=final_url
+    async def run(self, url: str | None, html: str | None) -> Screenshot:
+        started = self.loop.time()
+        slot, opts = self.slot, self.opts
+        await check_selectors(self.page, self.state)
+        if wants_routes(opts) and not slot.routed:
+
+            def count() -> None:
+                slot.blocked += 1
+
+            await install_routes(self.page, opts, count)
+            slot.routed = True
+        blocked_before = slot.blocked
+        if html is not None:
+            await self._set_content(html)
+        else:
+            assert url is not None
+            await self._navigate(url)
+        final_url = self.page.url
+        try:
+            await self._ready()
+            if opts.actions:
+                await run_actions(self, opts.actions)
+            shot = await self._shoot_ready()
+            final_url = self.page.url
+            if html is None and refused(self.proxy, {hostname(final_url)}, self.since):
+                # What is showing is the proxy's refusal (or Chromium's error page).
+                raise URLBlocked("the egress policy blocked where the page navigated to")
+        except CaptureError as exc:
+            exc.http_status = exc.http_status or self.status
+            exc.final_url = exc.final_url or final_url
+            raise
+        requests = self.watch.started
+        return Screenshot(
+            data=shot.data,
+            format=shot.format,
+            width=shot.width,
+            height=shot.height,
+            final_url=final_url,
+            http_status=self.status,
+            elapsed=self.loop.time() - started,
+            load="partial" if self.partial else "complete",
+            pending_hosts=tuple(sorted(self.pending)),
+            truncated_height=shot.truncated_height,
+            blocked_requests=slot.blocked - blocked_before,
+            requests=requests,
+            pdf_pages=shot.pdf_pages,
+            shots=tuple(self.shots),
         )
-    try:
+
+    # -- loading -----------------------------------------------------------------------
+
+    async def _set_content(self, html: str) -> None:
+        # The document is written into the blank page: its sub-resources (absolute
+        # URLs, or relative to a <base href>) load through the egress proxy like any.
+        try:
+            await asyncio.wait_for(
+                self.page.set_content(
+                    html, wait_until="commit", timeout=self.remaining_ms() + _DRIVER_SLACK_MS
+                ),
+                self.remaining_ms() / 1000,
+            )
+        except (TimeoutError, PlaywrightTimeout):
+            raise CaptureTimeout(f"the HTML was not set within {self.opts.timeout} ms") from None
+
+    async def _navigate(self, url: str) -> None:
+        """Load ``url`` until its document arrives (the rest is ``_wait_load``).
+
+        Raises:
+            URLBlocked: The egress policy refused the URL or a redirect.
+            NavigationError: A network error, in words (``details.net_error``: Chromium's).
+            HTTPStatusError: The page answered 4xx/5xx.
+            CaptureTimeout: No document before the deadline.
+        """
+        page = self.page
+        hosts = {hostname(url)}
+
+        def on_request(request: Request) -> None:
+            # Every main-frame navigation request, redirects included: a refusal of
+            # any of them by the proxy explains a failed navigation.
+            with suppress(PlaywrightError):
+                if request.is_navigation_request() and request.frame.parent_frame is None:
+                    hosts.add(hostname(request.url))
+
+        page.on("request", on_request)
+        try:
+            response = await page.goto(url, wait_until="commit", timeout=self.remaining_ms())
+        except PlaywrightTimeout:
+            raise CaptureTimeout(f"page did not load within {self.opts.timeout} ms") from None
+        except PlaywrightError as exc:
+            if refused(self.proxy, hosts, self.since):
+                raise URLBlocked("the egress policy blocked this page or a redirect") from None
+            explained = explain_tunnel_failure(self.proxy, exc, hosts, self.since)
+            if explained is not None:
+                raise explained from None
+            raise
+        finally:
+            page.remove_listener("request", on_request)
+        self.partial = False
+        self.pending.clear()
+        status = response.status if response is not None else None
+        self.status = status
+        if response is not None and status is not None and status >= 400:
+            check_proxy_answer(self.proxy, response.headers, status, hosts, self.since)
+            raise HTTPStatusError(
+                f"the page answered HTTP {status}", http_status=status, final_url=page.url
+            )
+
+    async def _wait_load(self) -> None:
+        """Wait for ``wait_until``, for ``load_timeout`` at most; then mark partial."""
+        opts = self.opts
+        budget = min(
+            float(opts.load_timeout), self.remaining_ms(opts.timeout * _AFTER_LOAD_RESERVE)
+        )
+        try:
+            await asyncio.wait_for(self._until(opts.wait_until, budget), budget / 1000)
+        except (TimeoutError, PlaywrightTimeout):
+            self.partial = True
+            self.pending.update(self.watch.pending_hosts())
+            # Style sheets that never arrive would keep the page from painting.
+            with suppress(PlaywrightError):
+                await self.page.evaluate(js.UNBLOCK)
+
+    async def _until(self, mode: str, budget: float) -> None:
+        driver_ms = budget + _DRIVER_SLACK_MS
+        if mode in ("load", "domcontentloaded"):
+            await self.page.wait_for_load_state(mode, timeout=driver_ms)  # type: ignore[arg-type]
+            return
+        await self.page.wait_for_load_state("domcontentloaded", timeout=driver_ms)
+        await self.watch.wait_quiet(_QUIET_LEVEL[mode], _QUIET_SECONDS)
+
+    async def _prepare(self) -> None:
+        """Wait as the options say and clean the page up."""
+        page, opts = self.page, self.opts
+        await self._wait_load()
+        await page.evaluate(js.SETTLE)
+        await page.evaluate(js.PAGE_STYLE)
+        if opts.wait_for_selector:
+            await until_visible(
+                page.locator("css=" + opts.wait_for_selector).first,
+                self.remaining_ms(SELECTOR_MARGIN_MS),
+                f"wait_for_selector {opts.wait_for_selector!r} did not appear",
+            )
+        if opts.delay:
+            await asyncio.sleep(min(opts.delay, self.remaining_ms(0)) / 1000)
+        if opts.block_selectors:
+            await page.evaluate(js.HIDE_SELECTORS, list(opts.block_selectors))
+        if opts.dismiss_cookie_consent:
+            await page.evaluate(
+                js.DISMISS_CONSENT, min(_CONSENT_POLL_MS, self.remaining_ms(0) / 4)
+            )
+
+    async def _again_after_redirect(self, exc: PlaywrightError, again: bool) -> None:
         # A page may navigate itself (a JS or meta redirect) while it is being
         # prepared: the new document gets the same treatment, twice at most.
+        if not again or "context was destroyed" not in str(exc):
+            raise exc
+        budget = min(float(self.opts.load_timeout), self.remaining_ms(SELECTOR_MARGIN_MS))
+        with suppress(TimeoutError, PlaywrightTimeout):
+            await asyncio.wait_for(
+                self.page.wait_for_load_state(
+                    "domcontentloaded", timeout=budget + _DRIVER_SLACK_MS
+                ),
+                budget / 1000,
+            )
+
+    async def _ready(self) -> None:
         for again in (True, True, False):
             try:
-                data = await prepare_and_shoot(slot, opts, remaining_ms)
-                break
+                await self._prepare()
+                return
             except PlaywrightError as exc:
-                if not again or "context was destroyed" not in str(exc):
-                    raise
-                with suppress(PlaywrightTimeout):
-                    await page.wait_for_load_state(
-                        "domcontentloaded", timeout=remaining_ms(_SELECTOR_MARGIN_MS)
-                    )
-        final_url = page.url
-        if refused(proxy, {hostname(final_url)}, since):
-            # What is showing is the proxy's refusal (or Chromium's error page).
+                await self._again_after_redirect(exc, again)
+
+    async def _shoot_ready(self) -> Shot:
+        for again in (True, True, False):
+            try:
+                return await shoot(self.slot, self.opts, self.remaining_ms, partial=self.partial)
+            except PlaywrightError as exc:
+                await self._again_after_redirect(exc, again)
+                await self._ready()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the capture script's callbacks (``_actions.Runner``) ----------------------------
+
+    async def goto(self, url: str) -> None:
+        """Load ``url`` as the first URL was loaded (policy, waits, clean-up)."""
+        parse_http_url(url)
+        await self._navigate(url)
+        await self._ready()
+
+    async def settle_navigation(self, before: str) -> None:
+        """If the page left the document at ``before`` (a link clicked), wait for the
+        new one as for the first."""
+        if self.page.url == before:
+            return
+        if refused(self.proxy, {hostname(self.page.url)}, self.since):
             raise URLBlocked("the egress policy blocked where the page navigated to")
-    except CaptureError as exc:
-        exc.http_status = exc.http_status or status
-        exc.final_url = exc.final_url or final_url
-        raise
-    width, height = image_size(data)
-    return Screenshot(
-        data=data,
-        format=opts.format,
-        width=width,
-        height=height,
-        final_url=final_url,
-        http_status=status,
-        elapsed=loop.time() - started,
-    )
+        await self._ready()
 
-
-async def prepare_and_shoot(
-    slot: PageSlot, opts: CaptureOptions, remaining_ms: Callable[[float], float]
-) -> bytes:
-    """Wait as the options say, clean the page up, take the image."""
-    page = slot.page
-    # "load" gets most of the time left; a beacon that never finishes must not
-    # cost the whole capture.
-    with suppress(PlaywrightTimeout):
-        await page.wait_for_load_state(
-            "load", timeout=remaining_ms(opts.timeout * _AFTER_LOAD_RESERVE)
+    async def snapshot(self, name: str) -> None:
+        """Take a picture named ``name`` of the page as it is now."""
+        shot = await shoot(self.slot, self.opts, self.remaining_ms, partial=self.partial)
+        self.shots.append(
+            NamedShot(
+                name=name,
+                data=shot.data,
+                format=shot.format,
+                width=shot.width,
+                height=shot.height,
+                pdf_pages=shot.pdf_pages,
+                truncated_height=shot.truncated_height,
+            )
         )
-    await page.evaluate(js.SETTLE)
-    if opts.wait_for_selector:
-        await until_visible(
-            page.locator("css=" + opts.wait_for_selector).first,
-            remaining_ms(_SELECTOR_MARGIN_MS),
-            f"wait_for_selector {opts.wait_for_selector!r} did not appear",
-        )
-    if opts.delay:
-        await asyncio.sleep(min(opts.delay, remaining_ms(0)) / 1000)
-    if opts.block_selectors:
-        await page.evaluate(js.HIDE_SELECTORS, list(opts.block_selectors))
-    if opts.dismiss_cookie_consent:
-        await page.evaluate(js.DISMISS_CONSENT, min(_CONSENT_POLL_MS, remaining_ms(0) / 4))
-    if opts.selector:
-        return await element_shot(slot, opts, remaining_ms)
-    return await page_shot(slot, opts, remaining_ms)
 
 
 async def check_selectors(page: Page, state: ContextState) -> None:
@@ -217,6 +420,8 @@ async def check_selectors(page: Page, state: ContextState) -> None:
             value = getattr(opts, field)
             if value:
                 pairs.append([field, value])
+        for i, step in enumerate(opts.actions):
+            pairs.extend([f"actions[{i}].{step.kind}", s] for s in step.selectors)
         state.selector_error = await page.evaluate(js.CHECK_SELECTORS, pairs) if pairs else ""
     if state.selector_error:
         field, _, selector = state.selector_error.partition(": ")
@@ -229,6 +434,26 @@ async def check_selectors(page: Page, state: ContextState) -> None:
 def refused(proxy: EgressProxy | None, hosts: Iterable[str], since: float) -> bool:
     """Whether the egress proxy refused one of ``hosts`` since trio time ``since``."""
     return proxy is not None and any(proxy.recently_blocked(h, since) for h in hosts if h)
+
+
+def explain_tunnel_failure(
+    proxy: EgressProxy | None, exc: PlaywrightError, hosts: Iterable[str], since: float
+) -> NavigationError | None:
+    """A failed ``CONNECT`` through the proxy, in words: Chromium says only
+    ``ERR_TUNNEL_CONNECTION_FAILED``; the proxy knows whether the name did not resolve,
+    the connection was refused or it timed out. None for any other error."""
+    net = net_error(exc)
+    if net != "ERR_TUNNEL_CONNECTION_FAILED" or proxy is None:
+        return None
+    for host in hosts:
+        failure = proxy.recent_failure(host, since)
+        if failure is not None:
+            cause, reason = failure
+            return NavigationError(
+                f"{net_error_message(cause)}: {reason}",
+                details={"net_error": net, "cause": cause},
+            )
+    return None
 
 
 def check_proxy_answer(
@@ -245,82 +470,14 @@ def check_proxy_answer(
     if code == URLBlocked.code and refused(proxy, hosts, since):
         raise URLBlocked("the egress policy blocked this page or a redirect")
     if code == NavigationError.code and status == 502:
+        for host in hosts:
+            failure = proxy.recent_failure(host, since)
+            if failure is not None:
+                cause, reason = failure
+                raise NavigationError(
+                    f"{net_error_message(cause)}: {reason}",
+                    details={"net_error": "PROXY_CONNECT_FAILED", "cause": cause},
+                )
         raise NavigationError(
             "could not connect to the server", details={"net_error": "PROXY_CONNECT_FAILED"}
         )
-
-
-async def page_shot(
-    slot: PageSlot, opts: CaptureOptions, remaining_ms: Callable[[float], float]
-) -> bytes:
-    params: dict[str, Any] = {"format": opts.format, "optimizeForSpeed": True}
-    if opts.format != "png":
-        params["quality"] = opts.quality
-    if opts.full_page:
-        max_css = max_css_height(opts.width, opts.scale)
-        budget = min(8000.0, remaining_ms(0) / 2)
-        height = await slot.page.evaluate(js.SCROLL, [max_css, budget])
-        height = max(1, min(int(height), max_css))
-        params["captureBeyondViewport"] = True
-        # Document coordinates, CSS pixels; scale 1 keeps the emulated device
-        # scale factor, so the image is (width x height) * scale device pixels.
-        params["clip"] = {"x": 0, "y": 0, "width": opts.width, "height": height, "scale": 1}
-    result = await slot.cdp.send("Page.captureScreenshot", params)
-    return base64.b64decode(result["data"])
-
-
-async def element_shot(
-    slot: PageSlot, opts: CaptureOptions, remaining_ms: Callable[[float], float]
-) -> bytes:
-    assert opts.selector is not None
-    locator = slot.page.locator("css=" + opts.selector).first
-    await until_visible(
-        locator,
-        min(remaining_ms(_SELECTOR_MARGIN_MS), _ELEMENT_WAIT_MS),
-        f"selector {opts.selector!r} matched no visible element",
-    )
-    box = await locator.evaluate(js.ELEMENT_BOX, timeout=remaining_ms(0))
-    if box["width"] < 1 or box["height"] < 1:
-        raise SelectorNotFound(f"selector {opts.selector!r} matched an empty element")
-    # Whole device pixels around the box (what Playwright's element screenshot does).
-    x0, y0 = math.floor(box["x"]), math.floor(box["y"])
-    width = math.ceil(box["x"] + box["width"]) - x0
-    height = math.ceil(box["y"] + box["height"]) - y0
-    if (
-        height * opts.scale > _MAX_DEVICE_PIXELS_HIGH
-        or width * opts.scale > _MAX_DEVICE_PIXELS_HIGH
-        or width * height * opts.scale**2 > _MAX_DEVICE_PIXELS_AREA
-    ):
-        raise PageTooLarge(f"the element is {width} x {height} px, over the image cap")
-    params: dict[str, Any] = {
-        "format": opts.format,
-        "optimizeForSpeed": True,
-        "captureBeyondViewport": not box["fits"],
-        "clip": {"x": x0, "y": y0, "width": width, "height": height, "scale": 1},
-    }
-    if opts.format != "png":
-        params["quality"] = opts.quality
-    result = await slot.cdp.send("Page.captureScreenshot", params)
-    return base64.b64decode(result["data"])
-
-
-async def until_visible(locator: Locator, budget_ms: float, message: str) -> None:
-    """Wait until ``locator`` shows an element, or raise ``SelectorNotFound``.
-
-    The limit is an asyncio timer, not Playwright's own timeout: that one is decided
-    in the driver process and may arrive after the capture's deadline on a busy
-    machine, which would turn a missing selector into ``CAPTURE_TIMEOUT``.
-    """
-    try:
-        await asyncio.wait_for(
-            locator.wait_for(state="visible", timeout=budget_ms + 5000), budget_ms / 1000
-        )
-    except (TimeoutError, PlaywrightTimeout):
-        raise SelectorNotFound(message) from None
-
-
-def max_css_height(width: int, scale: float) -> int:
-    """The tallest full page, in CSS pixels, for a viewport ``width`` and ``scale``."""
-    by_texture = _MAX_DEVICE_PIXELS_HIGH / scale
-    by_area = _MAX_DEVICE_PIXELS_AREA / (width * scale * scale)
-    return max(1, int(min(FULL_PAGE_MAX_HEIGHT, by_texture, by_area)))

@@ -13,7 +13,7 @@ under the server secret: a page of another origin can neither read it nor make o
 Signing in or out starts a new nonce (a session fixed before sign-in is worth
 nothing after it).
 
-The signing key is a server secret kept in the ledger database (schema m007), so
+The signing key is a server secret kept in the ledger database (schema m008), so
 sessions survive restarts and every process serving one database agrees on it.
 """
 

@@ -139,6 +139,12 @@ def _delivery_and_secret_problems(conn: sqlite3.Connection) -> list[str]:
         f"AND {holds_secrets_sql('options', 'secrets')}"
     ):
         problems.append(f"job {job_id}: ended but still holds cookie or header values")
+    for (job_id,) in conn.execute(
+        "SELECT DISTINCT u.job_id FROM job_urls u JOIN jobs j ON j.id = u.job_id "
+        "WHERE (u.secrets IS NOT NULL AND j.status IN ('completed', 'failed', 'expired')) "
+        f"OR (u.options IS NOT NULL AND {holds_secrets_sql('u.options', 'NULL')})"
+    ):
+        problems.append(f"job {job_id}: a URL row holds cookie or header values it may not")
     return problems
 
 
@@ -155,7 +161,8 @@ class Audit(LedgerCore):
         one ``use``, each failed row one ``refund``, and a ``reverse`` exactly when
         an ok row's job failed; no job is left pending or processing with no work;
         every ended job with a webhook has its delivery, and every delivery an
-        ended job; no ended job holds a cookie or header value.
+        ended job; no ended job holds a cookie or header value (nor do its URL
+        rows), and no URL row's options hold one unmasked.
         """
         now = self.clock()
 

@@ -25,9 +25,9 @@ from .._exceptions import (
 )
 from ._connection import LedgerCore, immediate
 from ._reads import idempotent_job, load_job
-from ._records import JobRow, JobStatus, NewJob, iso
+from ._records import JobRow, JobStatus, NewJob, NewUrl, iso
 from ._schema import TRANSITIONS
-from ._secrets import split_secrets
+from ._secrets import SecretBox, split_secrets, url_secret_id
 
 __all__ = ["JobWrites"]
 
@@ -43,16 +43,36 @@ _SETTABLE: Final = frozenset(
         "webhook_state",
         "root",
         "sitemap_urls",
+        "discovery",
     }
 )
 
 
 def _insert_urls(
-    conn: sqlite3.Connection, job_id: str, first_seq: int, urls: Sequence[tuple[str, str | None]]
+    conn: sqlite3.Connection,
+    job_id: str,
+    first_seq: int,
+    urls: Sequence[tuple[str, str | None] | NewUrl],
+    box: SecretBox,
 ) -> None:
+    rows = []
+    for i, item in enumerate(urls):
+        seq = first_seq + i
+        if isinstance(item, NewUrl):
+            options = sealed = None
+            if item.options is not None:
+                masked, secret = split_secrets(item.options)
+                options = json.dumps(masked)
+                sealed = box.seal(url_secret_id(job_id, seq), secret) if secret else None
+            extra = json.dumps(dict(item.extra_entries)) if item.extra_entries else None
+            rows.append((job_id, seq, item.url, item.entry, options, sealed, extra))
+        else:
+            url, entry = item
+            rows.append((job_id, seq, url, entry, None, None, None))
     conn.executemany(
-        "INSERT INTO job_urls (job_id, seq, url, entry) VALUES (?, ?, ?, ?)",
-        [(job_id, first_seq + i, url, entry) for i, (url, entry) in enumerate(urls)],
+        "INSERT INTO job_urls (job_id, seq, url, entry, options, secrets, extra_entries) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
     )
 
 
@@ -119,7 +139,7 @@ class JobWrites(LedgerCore):
                         None if new.discovery is None else json.dumps(dict(new.discovery)),
                     ),
                 )
-                _insert_urls(conn, job_id, 1, new.urls)
+                _insert_urls(conn, job_id, 1, new.urls, self._box)
                 job = load_job(conn, job_id, self._box)
                 assert job is not None
                 return job
@@ -127,7 +147,11 @@ class JobWrites(LedgerCore):
         return await self._write(tx)
 
     async def append_urls(
-        self, job_id: str, urls: Sequence[tuple[str, str | None]], *, complete: bool = False
+        self,
+        job_id: str,
+        urls: Sequence[tuple[str, str | None] | NewUrl],
+        *,
+        complete: bool = False,
     ) -> int:
         """Add URL rows to an uncharged (offline) job whose list is still growing.
 
@@ -151,7 +175,7 @@ class JobWrites(LedgerCore):
                 (count,) = conn.execute(
                     "SELECT COUNT(*) FROM job_urls WHERE job_id = ?", (job_id,)
                 ).fetchone()
-                _insert_urls(conn, job_id, count + 1, urls)
+                _insert_urls(conn, job_id, count + 1, urls, self._box)
                 if complete:
                     conn.execute("UPDATE jobs SET urls_complete = 1 WHERE id = ?", (job_id,))
                 return int(count) + len(urls)
@@ -171,7 +195,8 @@ class JobWrites(LedgerCore):
         ``status=None`` keeps the status and only sets ``fields``.
 
         ``fields`` may set ``error_code``, ``error_message``, ``zip_path``, ``zip_size``,
-        ``zip_sha256``, ``expires_at``, ``webhook_state``, ``root``, ``sitemap_urls``.
+        ``zip_sha256``, ``expires_at``, ``webhook_state``, ``root``, ``sitemap_urls``,
+        ``discovery`` (what an offline run's discovery found, once it has).
         ``started_at``/``finished_at`` are stamped by the ledger.
 
         Returns:
@@ -189,6 +214,8 @@ class JobWrites(LedgerCore):
             raise ValidationError(f"cannot set {sorted(bad)}", field=sorted(bad)[0])
         if "sitemap_urls" in fields:
             fields["sitemap_urls"] = json.dumps(list(fields["sitemap_urls"]))
+        if "discovery" in fields:
+            fields["discovery"] = json.dumps(dict(fields["discovery"]))
         now = self.clock()
         expect = list(expect)
 

@@ -8,10 +8,12 @@ can never touch the row. Settling a row is what moves its credit (``ok``: used,
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 
 from ._connection import LedgerCore, immediate
+from ._reads import url_options
 from ._records import Claim, UrlResult, iso
 
 __all__ = ["Leases"]
@@ -52,7 +54,8 @@ class Leases(LedgerCore):
                     "AND seq IN ("
                     "  SELECT seq FROM job_urls WHERE job_id = ? AND (state = 'queued' OR "
                     "  (state = 'leased' AND lease_until < ?)) ORDER BY seq LIMIT ?) "
-                    "RETURNING seq, url, entry, attempts, lease_no",
+                    "RETURNING seq, url, entry, attempts, lease_no, options, secrets, "
+                    "extra_entries",
                     (self.owner, until, job_id, job_id, now, limit),
                 ).fetchall()
             return sorted(
@@ -65,6 +68,12 @@ class Leases(LedgerCore):
                         attempt=r["attempts"],
                         lease_until=until,
                         lease=r["lease_no"],
+                        options=url_options(
+                            job_id, r["seq"], r["options"], r["secrets"], self._box
+                        ),
+                        extra_entries=(
+                            json.loads(r["extra_entries"]) if r["extra_entries"] else {}
+                        ),
                     )
                     for r in rows
                 ),
@@ -88,7 +97,7 @@ class Leases(LedgerCore):
                 cur = conn.execute(
                     "UPDATE job_urls SET state = ?, error_code = ?, error_message = ?, "
                     "http_status = ?, final_url = ?, width = ?, height = ?, bytes = ?, "
-                    "sha256 = ?, file = ?, lease_owner = NULL, lease_until = NULL, "
+                    "sha256 = ?, file = ?, facts = ?, lease_owner = NULL, lease_until = NULL, "
                     "finished_at = ? WHERE job_id = ? AND seq = ? AND state = 'leased' "
                     "AND lease_owner = ? AND attempts = ? AND lease_no = ?",
                     (
@@ -102,6 +111,7 @@ class Leases(LedgerCore):
                         result.bytes,
                         result.sha256,
                         result.file,
+                        None if result.facts is None else json.dumps(dict(result.facts)),
                         iso(now),
                         claim.job_id,
                         claim.seq,

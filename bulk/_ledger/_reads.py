@@ -18,11 +18,20 @@ import attrs
 from .._exceptions import IdempotencyKeyReused, InvalidAPIKey, JobNotFound
 from ._connection import LedgerCore
 from ._records import Account, JobRow, UrlRow
-from ._secrets import SecretBox, merge_secrets
+from ._secrets import SecretBox, merge_secrets, url_secret_id
 
-__all__ = ["Reads", "account_row", "hash_key", "idempotent_job", "load_job"]
+__all__ = [
+    "Reads",
+    "account_row",
+    "hash_key",
+    "idempotent_job",
+    "load_job",
+    "url_options",
+]
 
-_URL_FIELDS: Final = tuple(attrs.fields_dict(UrlRow))
+# The columns UrlRow takes as they are; options, extra_entries and facts are JSON.
+_URL_JSON: Final = frozenset({"options", "extra_entries", "facts"})
+_URL_FIELDS: Final = tuple(f for f in attrs.fields_dict(UrlRow) if f not in _URL_JSON)
 _JOB_COLUMNS: Final = (
     "id, kind, account_id, site, sitemap_urls, options, root, status, urls_complete, "
     "created_at, started_at, finished_at, expires_at, error_code, error_message, "
@@ -82,6 +91,30 @@ def _job_from_row(
         used=credits.get("use", 0) - reversed_,
         refunded=credits.get("refund", 0) + reversed_,
         secrets_unreadable=unreadable,
+    )
+
+
+def url_options(
+    job_id: str, seq: int, options: str | None, secrets: str | None, box: SecretBox | None
+) -> dict[str, Any] | None:
+    """A URL row's options override, its cookie and header values opened when ``box``
+    can (masked otherwise: the job has ended, or the key changed)."""
+    if options is None:
+        return None
+    value: dict[str, Any] = json.loads(options)
+    if secrets is not None and box is not None:
+        secret = box.open(url_secret_id(job_id, seq), secrets)
+        if secret is not None:
+            value = merge_secrets(value, secret)
+    return value
+
+
+def _url_row(row: sqlite3.Row, job_id: str, box: SecretBox | None) -> UrlRow:
+    return UrlRow(
+        **{k: row[k] for k in _URL_FIELDS},
+        options=url_options(job_id, row["seq"], row["options"], row["secrets"], box),
+        extra_entries=json.loads(row["extra_entries"]) if row["extra_entries"] else {},
+        facts=json.loads(row["facts"]) if row["facts"] else {},
     )
 
 
@@ -157,6 +190,29 @@ def idempotent_job(
     return load_job(conn, row["id"], box)
 
 
+def _active_key_account(conn: sqlite3.Connection, digest: str) -> Account | None:
+    """The account of the active key whose hash is ``digest`` (one query), or None."""
+    row = conn.execute(
+        "SELECT k.id AS key_id, k.key_hash, k.prefix, a.id, a.email, a.plan, a.balance, "
+        "a.webhook_secret FROM api_keys k JOIN accounts a ON a.id = k.account_id "
+        "WHERE k.key_hash = ? AND k.active = 1",
+        (digest,),
+    ).fetchone()
+    # The lookup is by hash (no timing signal about the key itself); the
+    # compare_digest is the belt to that brace.
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        return None
+    return Account(
+        id=row["id"],
+        email=row["email"],
+        plan=row["plan"],
+        balance=row["balance"],
+        webhook_secret=row["webhook_secret"],
+        api_key_id=row["key_id"],
+        key_prefix=row["prefix"],
+    )
+
+
 class Reads(LedgerCore):
     """The read operations of ``Ledger`` (read-only connections)."""
 
@@ -169,22 +225,44 @@ class Reads(LedgerCore):
             InvalidAPIKey: Unknown or revoked key.
         """
         digest = hash_key(key)
-
-        def q(conn: sqlite3.Connection) -> Account | None:
-            row = conn.execute(
-                "SELECT id, account_id, key_hash FROM api_keys WHERE key_hash = ? AND active = 1",
-                (digest,),
-            ).fetchone()
-            # The lookup is by hash (no timing signal about the key itself); the
-            # compare_digest is the belt to that brace.
-            if row is None or not hmac.compare_digest(row["key_hash"], digest):
-                return None
-            return account_row(conn, row["account_id"], row["id"])
-
-        account = await self._read(q)
+        account = await self._read(lambda conn: _active_key_account(conn, digest))
         if account is None:
             raise InvalidAPIKey("the API key is invalid or inactive")
         return account
+
+    async def authenticate_job(self, key: str, job_id: str | None) -> tuple[Account, JobRow | None]:
+        """``authenticate`` and ``job`` in one read: what a job's status needs.
+
+        One read transaction on one worker thread: the key is checked against the
+        database on every call (a key revoked by any process stops working at once)
+        and the job is read from the same snapshot.
+
+        Args:
+            key: The API key as the client sent it.
+            job_id: The job to read; None reads none (a malformed id, say).
+
+        Returns:
+            The key's account, and the job when it exists and belongs to that
+            account (None otherwise: the caller says "not found" either way).
+
+        Raises:
+            InvalidAPIKey: Unknown or revoked key (checked before the job is looked at).
+        """
+        digest = hash_key(key)
+
+        def q(conn: sqlite3.Connection) -> tuple[Account, JobRow | None] | None:
+            account = _active_key_account(conn, digest)
+            if account is None:
+                return None
+            job = load_job(conn, job_id, self._box) if job_id is not None else None
+            if job is not None and job.account_id != account.id:
+                job = None
+            return account, job
+
+        found = await self._read(q)
+        if found is None:
+            raise InvalidAPIKey("the API key is invalid or inactive")
+        return found
 
     async def account(self, account_id: int) -> Account:
         """An account by id.
@@ -343,7 +421,7 @@ class Reads(LedgerCore):
 
         def q(conn: sqlite3.Connection) -> list[UrlRow]:
             return [
-                UrlRow(**{k: r[k] for k in _URL_FIELDS})
+                _url_row(r, job_id, self._box)
                 for r in conn.execute(
                     "SELECT * FROM job_urls WHERE job_id = ? ORDER BY seq", (job_id,)
                 )

@@ -25,6 +25,7 @@ __all__ = [
     "JobRow",
     "JobStatus",
     "NewJob",
+    "NewUrl",
     "UrlResult",
     "UrlRow",
     "iso",
@@ -62,8 +63,29 @@ class Account:
 
 
 @attrs.frozen(kw_only=True)
+class NewUrl:
+    """One URL row to add: the URL, its ZIP entry and what only this URL has.
+
+    Args:
+        url: The page URL.
+        entry: Its ZIP entry name (fixed before capture), if known.
+        options: Its override of the job's capture options (``CaptureOptions.to_json``
+            keys, only those that differ); ``None``: the job's own. Cookie and
+            header values are sealed like the job's.
+        extra_entries: ZIP entries reserved for the page's named intermediate
+            screenshots, ``{name: entry}``.
+    """
+
+    url: str
+    entry: str | None = None
+    options: Mapping[str, Any] | None = None
+    extra_entries: Mapping[str, str] | None = None
+
+
+@attrs.frozen(kw_only=True)
 class NewJob:
-    """What is needed to create a job; ``urls`` are ``(url, entry)`` in sitemap order.
+    """What is needed to create a job; ``urls`` are ``(url, entry)`` (or ``NewUrl``)
+    in sitemap (or list) order.
 
     ``options`` are the capture options as ``CaptureOptions.to_json`` gives them:
     their cookie and header values are kept encrypted, and only while the job runs.
@@ -71,7 +93,7 @@ class NewJob:
 
     kind: JobKind
     site: str
-    urls: Sequence[tuple[str, str | None]]
+    urls: Sequence[tuple[str, str | None] | NewUrl]
     account_id: int | None = None
     api_key_id: int | None = None
     sitemap_urls: Sequence[str] = ()
@@ -137,6 +159,10 @@ class JobRow:
 
 @attrs.frozen(kw_only=True)
 class UrlRow:
+    """A URL row. ``options`` is its override of the job's options (``None``: the
+    job's own), with cookie and header values opened while the job runs;
+    ``facts`` what its capture reported beyond the columns (see ``UrlResult``)."""
+
     seq: int
     url: str
     entry: str | None
@@ -151,6 +177,9 @@ class UrlRow:
     bytes: int | None = None
     sha256: str | None = None
     file: str | None = None
+    options: Mapping[str, Any] | None = None
+    extra_entries: Mapping[str, str] = attrs.field(factory=dict)
+    facts: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -169,11 +198,19 @@ class Claim:
     attempt: int
     lease_until: float
     lease: int = 0
+    #: The URL's override of its job's options (``None``: the job's own).
+    options: Mapping[str, Any] | None = None
+    extra_entries: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
 class UrlResult:
-    """How a claimed URL ended: ``ok`` with its image facts, or ``failed`` with a code."""
+    """How a claimed URL ended: ``ok`` with its image facts, or ``failed`` with a code.
+
+    ``facts`` holds what the capture reported beyond the columns, as JSON values
+    (``load``, ``pending_hosts``, ``truncated_height``, ``pdf_pages``,
+    ``blocked_requests``, ``extras``: the intermediate images).
+    """
 
     ok: bool
     error_code: str | None = None
@@ -185,6 +222,7 @@ class UrlResult:
     bytes: int | None = None
     sha256: str | None = None
     file: str | None = None
+    facts: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -16,8 +16,10 @@ The schema itself enforces the rules, so no caller can get them wrong:
 - A job with a ``webhook_url`` that ends enqueues exactly one delivery (m004);
   a delivery that finished is final.
 - A job that ended holds no secret (m005): its cookie and header values are
-  dropped (the encrypted copy) and masked (in ``options``) by a trigger.
-- A server secret (m007: the dashboard's session key) is never changed in place.
+  dropped (the encrypted copy) and masked (in ``options``) by a trigger; so are
+  the per-URL ones of a URL-list job (m007), whose options columns hold them
+  masked only.
+- A server secret (m008: the dashboard's session key) is never changed in place.
 
 Migrations already released never change (existing databases must open); a new
 rule is a new migration. ``bulk admin audit`` (``_audit.py``) proves each rule.
@@ -488,7 +490,45 @@ def m006_job_discovery_report(db: Database) -> None:
 
 
 @migrations()
-def m007_server_secrets_and_job_list(db: Database) -> None:
+def m007_url_options_and_capture_facts(db: Database) -> None:
+    # A URL-list job carries options per URL: ``options`` is the URL's override of
+    # its job's options (``CaptureOptions.to_json`` keys; NULL: the job's own), with
+    # cookie and header values masked; ``secrets`` holds them sealed (AES-GCM, bound
+    # to "<job id>#<seq>"), dropped when the job ends, like the job's own (m005).
+    # ``extra_entries``: the ZIP entries reserved for the page's named intermediate
+    # screenshots ({name: entry}); ``facts``: what the capture reported beyond the
+    # columns (load "partial" and its pending hosts, truncated_height, PDF pages,
+    # blocked requests, the intermediate images), as JSON.
+    ended = "('completed', 'failed', 'expired')"
+    db.executescript(
+        f"""
+        ALTER TABLE job_urls ADD COLUMN options TEXT;
+        ALTER TABLE job_urls ADD COLUMN secrets TEXT;
+        ALTER TABLE job_urls ADD COLUMN extra_entries TEXT;
+        ALTER TABLE job_urls ADD COLUMN facts TEXT;
+
+        -- A URL's options hold cookie and header values only masked; the values
+        -- themselves are sealed in ``secrets``.
+        CREATE TRIGGER job_urls_options_masked BEFORE INSERT ON job_urls
+        WHEN NEW.options IS NOT NULL AND (NOT json_valid(NEW.options)
+             OR {holds_secrets_sql("NEW.options", "NULL")})
+        BEGIN SELECT RAISE(ABORT, 'URL options hold cookie and header values masked only'); END;
+        CREATE TRIGGER job_urls_options_fixed BEFORE UPDATE OF options ON job_urls
+        WHEN NEW.options IS NOT OLD.options
+        BEGIN SELECT RAISE(ABORT, 'a URL''s options are fixed when it is added'); END;
+
+        -- A job that ended holds no secret, in its URL rows either.
+        CREATE TRIGGER jobs_end_drops_url_secrets AFTER UPDATE OF status ON jobs
+        WHEN NEW.status IN {ended}
+        BEGIN
+            UPDATE job_urls SET secrets = NULL WHERE job_id = NEW.id AND secrets IS NOT NULL;
+        END;
+        """
+    )
+
+
+@migrations()
+def m008_server_secrets_and_job_list(db: Database) -> None:
     # Secrets of the server itself, by name (the dashboard's session-signing key):
     # made once, by the first process that needs one, and never changed in place (a
     # trigger); deleting the row is how a secret is rotated (every dashboard session

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._exceptions import ValidationError
 
-__all__ = ["MASK", "SecretBox", "merge_secrets", "split_secrets"]
+__all__ = ["MASK", "SecretBox", "merge_secrets", "split_secrets", "url_secret_id"]
 
 log = logging.getLogger("bulk.ledger")
 
@@ -65,6 +65,11 @@ def split_secrets(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
         secret["headers"] = headers
         masked["headers"] = dict.fromkeys(headers, MASK)
     return masked, secret
+
+
+def url_secret_id(job_id: str, seq: int) -> str:
+    """What a URL row's sealed values are bound to (a row's own, not its job's)."""
+    return f"{job_id}#{seq}"
 
 
 def merge_secrets(masked: Mapping[str, Any], secret: Mapping[str, Any]) -> dict[str, Any]:

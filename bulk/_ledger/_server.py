@@ -1,4 +1,4 @@
-"""Secrets of the server itself, kept in the ledger file (schema m007).
+"""Secrets of the server itself, kept in the ledger file (schema m008).
 
 The dashboard signs its session cookies with a key that must outlive restarts and be
 the same for every process serving one database: so it lives in the database, made

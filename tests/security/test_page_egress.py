@@ -224,8 +224,8 @@ async def test_api_captures_hostile_page_without_reaching_the_canary(
 def test_positive_control_canary_sees_an_unguarded_browser(
     tmp_path: Path, site: SiteServer
 ) -> None:
-    """The same page with the policy opened (--allow-private) does reach a canary: the
-    zero counts above are the policy's doing, not a blind canary."""
+    """The same page with the policy opened (every address allowed) does reach a
+    canary: the zero counts above are the policy's doing, not a blind canary."""
     with canary() as open_canary:
         page = _page(open_canary)
         routes = {"/open": Route(body=page)}
@@ -235,9 +235,115 @@ def test_positive_control_canary_sees_an_unguarded_browser(
                 open_site.url("/open"),
                 "-o",
                 tmp_path / "o.png",
-                "--allow-private",
+                "--allow",
+                "0.0.0.0/0",
+                "--allow",
+                "::/0",
                 "--delay",
                 "1500",
             )
         assert result.code == 0, result.stderr
         assert len(open_canary.tcp) > 5, open_canary
+
+
+LOOPBACK_TARGETS = tuple(t for t in TARGETS if "192.0.2" not in t and "fd00" not in t)
+
+
+def test_allow_private_keeps_loopback_closed(tmp_path: Path) -> None:
+    """--allow-private opens intranets, not this machine: the hostile page aimed at
+    every loopback spelling reaches nothing, the site itself being named by --allow."""
+    with canary() as loop_canary:
+        body = "".join(
+            _sub_resources(t.replace("{p}", str(loop_canary.port))) for t in LOOPBACK_TARGETS
+        )
+        routes = {"/loop": Route(body=f"<body style='background:#3a7'>{body}</body>")}
+        with SiteServer(routes=routes, host=SITE_HOST) as loop_site:
+            result = run_bulk(
+                "shot",
+                loop_site.url("/loop"),
+                "-o",
+                tmp_path / "l.png",
+                "--allow-private",
+                *ALLOW,
+                "--delay",
+                "1500",
+            )
+        assert result.code == 0, result.stderr
+        assert loop_canary.hits == 0, loop_canary
+
+
+def _pivot_page(api_port: int, hosts: list[str]) -> str:
+    """Every way a page may call the API: a simple POST (no preflight) that would
+    create an account, one per host spelling, plus reads and a navigation."""
+    calls = "".join(
+        f"""fetch("http://{h}:{api_port}/api/v1/register", {{method: "POST", mode: "no-cors",
+            body: JSON.stringify({{email: "pivot-{i}@example.com"}})}}).catch(() => {{}});
+        """
+        for i, h in enumerate(hosts)
+    )
+    frames = "".join(
+        f'<iframe src="http://{h}:{api_port}/api/v1/health"></iframe>'
+        f'<img src="http://{h}:{api_port}/api/v1/account?api_key=x">'
+        for h in hosts
+    )
+    return (
+        f"<body style='background:#3a7'><h1>pivot</h1>{frames}<script>{calls}"
+        "setTimeout(() => document.title = 'done', 500)</script></body>"
+    )
+
+
+def _this_machines_addresses() -> list[str]:
+    lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    return sorted(
+        {lines[i - 1].split()[-1] for i, line in enumerate(lines) if "/32 host LOCAL" in line}
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+async def test_a_page_cannot_reach_the_api_whatever_allow_says(
+    tmp_path: Path, chromium: str, host: str
+) -> None:
+    """A page served from an allowed address calls ``bulk serve``'s own API on every
+    spelling of this machine, under ``--allow-private`` and an ``--allow`` naming all
+    of loopback: the API never sees the browser (no account is created) and capturing
+    the API's own URL is URL_BLOCKED."""
+    import sqlite3
+
+    import trio
+
+    policy = EgressPolicy(allow_private=True, allow=("127.0.0.0/8", "::1/128"))
+    svc = Service(
+        db=tmp_path / "l.db",
+        data_dir=tmp_path / "d",
+        chromium=chromium,
+        policy=policy,
+        host=host,
+    )
+    await trio.to_thread.run_sync(svc.start)
+    try:
+        api_port = int(svc.url.rsplit(":", 1)[1])
+        hosts = ["127.0.0.1", "localhost", "0.0.0.0", "2130706433", "[::ffff:127.0.0.1]"]
+        if host == "0.0.0.0":
+            hosts += _this_machines_addresses()
+        routes = {"/p": Route(body=_pivot_page(api_port, hosts))}
+        with SiteServer(routes=routes, host=SITE_HOST) as pivot:
+            key = await new_key(svc.db, credits=5)
+            async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+                r = await client.post(
+                    svc.api("/screenshot"),
+                    json={"url": pivot.url("/p"), "delay": 1500},
+                    headers={"X-API-Key": key},
+                )
+                assert r.status_code == 200, r.text
+                r = await client.post(
+                    svc.api("/screenshot"),
+                    json={"url": f"http://127.0.0.1:{api_port}/api/v1/health"},
+                    headers={"X-API-Key": key},
+                )
+                assert r.status_code == 400, r.text
+                assert r.json()["error"]["code"] == "URL_BLOCKED", r.text
+    finally:
+        await trio.to_thread.run_sync(svc.stop)
+    with sqlite3.connect(svc.db) as db:
+        emails = [row[0] for row in db.execute("SELECT email FROM accounts")]
+    assert not [e for e in emails if e and e.startswith("pivot-")], emails

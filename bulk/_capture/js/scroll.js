@@ -1,7 +1,8 @@
 // Scroll down in viewport steps so lazy images and infinite lists load, give started
-// image loads a moment, then back up. Bounded by a pixel cap and a time budget: an
-// infinite page ends at the cap, it does not hang.
-async ([maxHeight, budgetMs]) => {
+// image loads a moment (at most imagesMs), then back up. Bounded by a pixel cap and a
+// time budget: an infinite page ends at the cap, it does not hang. Returns the page's
+// height, which may be over the cap (the image is then cut at the cap).
+async ([maxHeight, budgetMs, imagesMs]) => {
   const start = performance.now();
   const left = () => budgetMs - (performance.now() - start);
   const sleep = (ms) => new Promise(r => setTimeout(r, ms));
@@ -25,7 +26,7 @@ async ([maxHeight, budgetMs]) => {
     await frame();
     await sleep(50);
   }
-  const imagesBudget = Math.min(3000, left());
+  const imagesBudget = Math.min(imagesMs, left());
   const imagesStart = performance.now();
   // Images in the captured area that started loading (lazy ones outside it never will).
   const loading = () => Array.from(document.images).some(i => {
@@ -37,5 +38,5 @@ async ([maxHeight, budgetMs]) => {
   window.scrollTo(0, 0);
   await frame();
   await frame();
-  return Math.min(height(), maxHeight);
+  return height();
 }
