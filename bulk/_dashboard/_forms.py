@@ -8,6 +8,7 @@ body through the API's own size-limited reader.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
@@ -27,6 +28,8 @@ from .._exceptions import (
 )
 from .._openapi import MAX_PAGES_API, URL_FIELD_LIMIT
 from .._options import OPTION_SPECS, CaptureOptions, OptionSpec, parse_cookie_arg, parse_header_arg
+from .._policy import EgressPolicy
+from .._urllist import MAX_URLS_PER_JOB, parse_url_lines, prepare_url_list
 
 __all__ = [
     "ACCEPTS_URL_LISTS",
@@ -40,13 +43,9 @@ __all__ = [
     "read_form",
 ]
 
-#: Whether the new-archive form offers a pasted URL list (``urls``). Off until the
-#: API's ``POST /bulk-screenshot`` accepts ``urls`` and ``BulkOrder`` carries them;
-#: then turn this on and pass the lines on in ``order_from_form`` (the template's
-#: field and the parsing below are ready).
-ACCEPTS_URL_LISTS: Final = False
-#: At most this many URLs in a pasted list (the form's body is also capped).
-MAX_LISTED_URLS: Final = MAX_PAGES_API
+#: Whether the new-archive form offers a pasted URL list (``urls``): the API's
+#: ``POST /bulk-screenshot`` takes one, and ``BulkOrder`` carries it.
+ACCEPTS_URL_LISTS: Final = True
 
 _FORM_TYPE: Final = "application/x-www-form-urlencoded"
 _MAX_FIELDS: Final = 200
@@ -54,7 +53,7 @@ _INT: Final = re.compile(r"-?[0-9]{1,9}")
 _NUMBER: Final = re.compile(r"-?[0-9]{1,9}(?:\.[0-9]{1,6})?")
 # Shown first; every other option (and any option added later) goes under "More options".
 _BASIC: Final = frozenset({"width", "height", "format", "quality", "full_page"})
-_SITE_FIELDS: Final = frozenset({"url", "sitemap_url", "sitemapUrl", "urls"})
+_SITE_FIELDS: Final = frozenset({"url", "sitemap_url", "sitemapUrl"})
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -151,6 +150,7 @@ def _field(spec: OptionSpec) -> FormField:
         "str_list": " One per line.",
         "cookies": " One NAME=VALUE per line.",
         "headers": " One 'Name: value' per line.",
+        "actions": " A JSON array of steps, as the API takes it.",
     }[spec.kind]
     return FormField(
         name=spec.name,
@@ -213,23 +213,38 @@ def _option_value(spec: OptionSpec, raw: str) -> Any:
         ]
     if spec.kind == "headers":
         return dict(parse_header_arg(v) for v in _lines(text))
+    if spec.kind == "actions":
+        # The API's own JSON shape; its steps are checked by ``CaptureOptions``.
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValidationError(f"{spec.name} must be a JSON array", field=spec.name) from None
     raise AssertionError(spec.kind)  # pragma: no cover
 
 
-def order_from_form(form: Mapping[str, str]) -> BulkOrder:
+def order_from_form(form: Mapping[str, str], policy: EgressPolicy) -> BulkOrder:
     """The bulk job a posted new-archive form asks for.
 
     The capture options go through ``CaptureOptions.from_mapping``, the API's own
     validation, as the JSON values the API would get. ``idem`` (a token the form was
     rendered with) is the order's idempotency key, so submitting the same form twice
-    makes one job.
+    makes one job. A pasted URL list (``urls``, the CLI's ``--urls`` format: a URL
+    per line) is checked whole as the API checks its ``urls`` (``prepare_url_list``);
+    it is captured as given, so max pages does not apply to it.
+
+    Args:
+        form: The posted fields.
+        policy: The address policy every listed URL must pass (static checks, no I/O).
 
     Raises:
         ValidationError: A field is missing or out of range; ``field`` names the form
-            field (``site``, ``max_pages``, or an option's name).
+            field (``site``, ``urls``, ``max_pages``, or an option's name).
     """
     site = form.get("site", "").strip()
-    if not site:
+    listed = form.get("urls", "").strip()
+    if site and listed:
+        raise ValidationError("give a site or a list of URLs, not both", field="urls")
+    if not site and not listed:
         raise ValidationError("give the site or sitemap URL to archive", field="site")
     if len(site) > URL_FIELD_LIMIT:
         raise ValidationError(f"the URL is over {URL_FIELD_LIMIT} characters", field="site")
@@ -249,17 +264,28 @@ def order_from_form(form: Mapping[str, str]) -> BulkOrder:
     try:
         options = CaptureOptions.from_mapping(mapping)
     except ValidationError as exc:
-        raise ValidationError(exc.message, field=(exc.field or "").split(".")[0] or None) from None
+        # ``options.width``, ``actions[0].click``: the form's field is the option's.
+        field = re.split(r"[.\[]", exc.field or "")[0] or None
+        raise ValidationError(exc.message, field=field) from None
+    url_list = None
+    if listed:
+        try:
+            raw = parse_url_lines(listed.splitlines(), "urls")
+            url_list = prepare_url_list(raw, options, policy, limit=MAX_URLS_PER_JOB)
+        except ValidationError as exc:
+            # Each bad line is named in the message (``urls:<line>``); the field is the list's.
+            raise ValidationError(exc.message, field="urls") from None
     idem = form.get("idem", "").strip()
     request = {
-        "url": site,
+        **({"urls": [i.url for i in url_list.items]} if url_list else {"url": site}),
         "options": {"maxPages": int(text), **options.to_json()},
     }
     return BulkOrder(
         target=site,
-        field="url",
+        field="urls" if url_list else "url",
         max_pages=int(text),
         options=options,
+        url_list=url_list,
         idempotency_key=idem if re.fullmatch(r"[A-Za-z0-9_-]{16,64}", idem) else None,
         request_hash=_request_hash(request),
     )
@@ -274,9 +300,11 @@ def field_of_error(exc: BulkError, names: Sequence[str]) -> str | None:
     details = exc.details if isinstance(exc.details, dict) else {}
     field = details.get("field")
     if isinstance(field, str) and field:
-        field = field.removeprefix("options.").split(".")[0]
+        field = re.split(r"[.\[]", field.removeprefix("options."))[0]
         if field in _SITE_FIELDS:
             return "site"
+        if field.startswith("urls"):
+            return "urls" if "urls" in names else "site"
         if field in ("maxPages", "max_pages"):
             return "max_pages"
         by_alias = {alias: s.name for s in OPTION_SPECS for alias in s.api_names}
@@ -304,7 +332,11 @@ class Estimate:
 
 
 def estimate(form: Mapping[str, str], balance: int) -> Estimate:
-    """The estimate for the form as typed (its max pages; the API's default if unreadable)."""
+    """The estimate for the form as typed: a pasted list's lines, else its max pages
+    (the API's default if unreadable)."""
+    listed = [line for line in _lines(form.get("urls", "")) if not line.startswith("#")]
+    if listed:
+        return Estimate(len(listed), balance)
     text = form.get("max_pages", "").strip()
     pages = int(text) if _INT.fullmatch(text) and 1 <= int(text) <= MAX_PAGES_API else MAX_PAGES_API
     return Estimate(pages, balance)

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._api import (
+    _JOB_ID,
     _own_job,
     _subject,
     _work_began,
@@ -47,6 +48,25 @@ JOBS_PER_PAGE: Final = 20
 GALLERY_PER_PAGE: Final = 100
 #: Failed URLs listed on a job's page (the ZIP's manifest has them all).
 FAILED_SHOWN: Final = 200
+
+
+async def _visitor_job(request: Request, dash: Dashboard, visitor: Visitor) -> JobRow:
+    """The bulk job the path names, if it is the visitor's (read once per request,
+    kept where the API's own job handlers look for it).
+
+    Raises:
+        JobNotFound: A malformed id, no such job, another account's or not a bulk job.
+    """
+    assert visitor.account is not None
+    job_id = request.path_params["job_id"]
+    job: JobRow | None = None
+    if _JOB_ID.fullmatch(job_id):
+        try:
+            job = await dash.state.ledger.job(job_id, account_id=visitor.account.id)
+        except JobNotFound:
+            job = None
+    request.state.bulk_job = job
+    return _own_job(request)
 
 
 def _page_number(request: Request, name: str = "page") -> int:
@@ -193,11 +213,11 @@ async def new_job(dash: Dashboard, request: Request, visitor: Visitor) -> Respon
     assert account is not None
     values = {k: v for k, v in visitor.form.items() if k != "csrf"}
     form = ArchiveForm(values=values)
-    names = ("site", "max_pages", *(f.name for f in form.fields))
+    names = ("site", "urls", "max_pages", *(f.name for f in form.fields))
     subject = _subject(account)
     taken: list[tuple[str, float]] = []
     try:
-        order = order_from_form(values)
+        order = order_from_form(values, dash.state.policy)
         for bucket in ("general", "bulk"):
             stamp, _ = dash.limiter.take(bucket, subject)
             taken.append((bucket, stamp))
@@ -254,8 +274,7 @@ def _download_view(job: JobRow, now: float) -> DownloadView | None:
 async def _job_context(
     dash: Dashboard, request: Request, visitor: Visitor
 ) -> tuple[JobRow, dict[str, Any]]:
-    assert visitor.account is not None
-    job = await _own_job(request, dash.state, visitor.account)
+    job = await _visitor_job(request, dash, visitor)
     rows = await dash.state.ledger.urls(job.id)
     ok_rows = [r for r in rows if r.state == "ok"]
     failed_rows = [r for r in rows if r.state == "failed"]
@@ -312,6 +331,7 @@ async def job_live(dash: Dashboard, request: Request, visitor: Visitor) -> Respo
 
 async def job_download(dash: Dashboard, request: Request, visitor: Visitor) -> Response:
     assert visitor.account is not None
+    await _visitor_job(request, dash, visitor)
     return await download(request, dash.state, visitor.account)
 
 
@@ -344,8 +364,7 @@ async def _job_file(dash: Dashboard, job: JobRow, relative: str) -> Response:
 
 
 async def _row(dash: Dashboard, request: Request, visitor: Visitor) -> tuple[JobRow, UrlRow]:
-    assert visitor.account is not None
-    job = await _own_job(request, dash.state, visitor.account)
+    job = await _visitor_job(request, dash, visitor)
     seq = request.path_params["seq"]
     for row in await dash.state.ledger.urls(job.id):
         if row.seq == seq and row.state == "ok":

@@ -1,6 +1,6 @@
 // bulk dashboard: the one script. Pages work without it; it only makes a running
 // job's page live (polls the page's live part and swaps it in), counts the download's
-// expiry down, and updates the credit estimate as max pages is typed.
+// expiry down, and updates the credit estimate as max pages (or a URL list) is typed.
 (() => {
   "use strict";
   const POLL_MS = 1500;
@@ -83,15 +83,22 @@
     const out = document.getElementById("estimate-credits");
     const box = document.getElementById("estimate");
     const warning = document.getElementById("estimate-warning");
+    const urls = document.getElementById("urls");
     if (!input || !out || !box) return;
     const update = () => {
+      // A pasted list: one credit per URL line (the server drops repeats later).
+      const listed = urls
+        ? urls.value.split("\n").filter((l) => l.trim() && !l.trim().startsWith("#")).length
+        : 0;
       const pages = Number.parseInt(input.value, 10);
       const max = Number.parseInt(input.max, 10);
-      const value = Number.isInteger(pages) && pages >= 1 && pages <= max ? pages : max;
+      const fromPages = Number.isInteger(pages) && pages >= 1 && pages <= max ? pages : max;
+      const value = listed > 0 ? listed : fromPages;
       out.textContent = String(value);
       if (warning) warning.hidden = value <= Number(box.dataset.balance);
     };
     input.addEventListener("input", update);
+    if (urls) urls.addEventListener("input", update);
     update();
   };
 
