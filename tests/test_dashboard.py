@@ -569,6 +569,47 @@ def test_jobs_list_is_paged_newest_first(
     assert console.errors == [] or all("404" in e for e in console.errors)
 
 
+MARKUP = '"><img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+
+
+def test_what_a_site_or_a_user_wrote_is_shown_as_text(
+    service: Service, context: BrowserContext, console: Console
+) -> None:
+    """Markup in a job's site, its URLs and its error message stays text: nothing
+    runs, no element is made (the ledger holds what a site's sitemap or a job
+    could put there; written directly, past the URL normalisation that would
+    otherwise encode most of it)."""
+    key = fresh_key(service)
+    site = "https://x.example/" + MARKUP
+    url = "https://x.example/page?q=" + MARKUP
+
+    async def make_job() -> tuple[str, bool]:
+        async with Ledger.open(service.db) as ledger:
+            account = await ledger.account_by_key(key)
+            job = await ledger.create_job(
+                NewJob(kind="bulk", site=site, urls=[(url, "page.png")], account_id=account.id)
+            )
+            # Failing it at once fails its URL with this message; should the runner
+            # have taken the job meanwhile, its URL fails on the address policy instead.
+            failed = await ledger.fail_job(job.id, "CAPTURE_ERROR", "said " + MARKUP)
+            return job.id, failed
+
+    job_id, failed_here = trio.run(make_job)
+    page = context.new_page()
+    sign_in(page, service, key)
+    expect(page.locator("table.jobs tbody th a").first).to_have_text(site)
+    page.goto(service.url + f"/jobs/{job_id}")
+    expect(page.locator("h1 .site")).to_have_text(site)
+    expect(page.locator("table.failed tbody tr")).to_have_count(1)
+    expect(page.locator("table.failed tbody tr td.url")).to_have_text(url)
+    if failed_here:
+        expect(page.locator("#live")).to_contain_text("said " + MARKUP)
+    assert page.locator("main img[src=x], main script").count() == 0
+    assert page.evaluate("() => window.pwned") is None
+    check_a11y(page)
+    assert console.errors == []
+
+
 # ---- thumbnails in the ZIP's gallery --------------------------------------------------------
 
 
