@@ -18,10 +18,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ._capture import BrowserPool
 from ._discover import DiscoverLimits, discover_all
@@ -77,9 +77,13 @@ __all__ = [
     "IN_FLIGHT_LIMITS",
     "RATE_LIMITS",
     "ApiConfig",
+    "BulkOrder",
+    "Pages",
     "RateLimit",
     "ServiceState",
     "create_app",
+    "register_account",
+    "start_bulk_job",
     "status_of",
 ]
 
@@ -560,36 +564,107 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
             "Idempotency-Key must be 1-255 characters of A-Z a-z 0-9 _ . : -",
             field="Idempotency-Key",
         )
+    order = BulkOrder(
+        target=target,
+        field=field,
+        max_pages=max_pages,
+        options=options,
+        url_list=url_list,
+        webhook_url=webhook,
+        idempotency_key=idem,
+        request_hash=_request_hash(body),
+    )
+    job = await start_bulk_job(request, state, account, order)
+    if job.replayed:
+        # An earlier request (or one at the same moment) with this key and body made it.
+        return await _replayed(request, state, account, job)
+    balance = (await state.ledger.account(account.id)).balance
+    return JSONResponse(_created_body(job, balance), status_code=202)
+
+
+@attrs.frozen(kw_only=True)
+class BulkOrder:
+    """A bulk job asked for, its fields already parsed (the API's JSON body, the
+    dashboard's form): what ``start_bulk_job`` needs.
+
+    Args:
+        target: The site or sitemap URL, as given (empty for a URL list).
+        field: The request field ``target`` came from (``url``, ``sitemap_url``,
+            ``urls``...): a refusal names it, and ``sitemap_url`` means "a sitemap".
+        max_pages: At most this many pages (and credits) found by discovery.
+        options: The capture options.
+        url_list: A URL list (``prepare_url_list``: every item already checked):
+            captured as given, one row and one credit per distinct URL, no discovery.
+        webhook_url: Called when the job ends.
+        idempotency_key, request_hash: The same key and hash as an earlier job
+            answer that job (``replayed``); the same key with another hash is
+            refused (``IDEMPOTENCY_KEY_REUSED``).
+    """
+
+    target: str
+    field: str
+    max_pages: int
+    options: CaptureOptions
+    url_list: UrlList | None = None
+    webhook_url: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+async def start_bulk_job(
+    request: Request, state: ServiceState, account: Account, order: BulkOrder
+) -> JobRow:
+    """Check, discover and create a bulk job, and wake the runner: the one way a job
+    is made over HTTP (the JSON API and the dashboard both call it).
+
+    Checks run in the documented order after validation: URL policy, an earlier job
+    with the same idempotency key, credits; then discovery runs in the request
+    (``_doing_work``: the request keeps its rate-limit slots from here on) and the
+    ledger reserves one credit per URL.
+
+    Returns:
+        The new job, or (``replayed`` set) the earlier job of the same key and hash.
+
+    Raises:
+        InvalidURL, URLBlocked: The policy refuses the target or the webhook.
+        InsufficientCredits: The account cannot pay for one page, or for every URL found.
+        IdempotencyKeyReused: The key was used with another request.
+        RateLimitExceeded: The key already runs its cap of discoveries.
+        DiscoveryError, FetchError: Discovery found nothing to capture.
+    """
     # URL policy, before any request is made.
-    if url_list is None:
-        _check_target(state.policy, target, field)
-    if webhook is not None:
-        state.policy.check_url(webhook)
-    request_hash = _request_hash(body)
+    if order.url_list is None:
+        _check_target(state.policy, order.target, order.field)
+    if order.webhook_url is not None:
+        state.policy.check_url(order.webhook_url)
+    idem = order.idempotency_key
     if idem is not None:
-        earlier = await state.ledger.find_idempotent(account.id, idem, request_hash)
+        earlier = await state.ledger.find_idempotent(account.id, idem, order.request_hash or "")
         if earlier is not None:
-            return await _replayed(request, state, account, earlier)
+            return attrs.evolve(earlier, replayed=True)
     if account.balance < 1:
         raise InsufficientCredits(
             "no credits remaining", details={"required": 1, "available": account.balance}
         )
-    if url_list is not None:
-        return await _create_list_job(
-            request, state, account, url_list, options, idem, request_hash, webhook
-        )
+    if order.url_list is not None:
+        job = await _create_list_job(state, account, order.url_list, order)
+        if not job.replayed:
+            state.runner.wake()
+        return job
     with _doing_work(request, state, account, "discovery"):
         # The default budget (100 sitemap documents); past maxPages, only a little
         # counting for discovery.found, so one request's parsing stays small.
         limits = DiscoverLimits(
-            max_pages=max_pages, total_timeout=state.config.discovery_timeout, count_limit=10_000
+            max_pages=order.max_pages,
+            total_timeout=state.config.discovery_timeout,
+            count_limit=10_000,
         )
         urls, found = await discover_all(
-            target, state.fetcher, limits, sitemap=True if field != "url" else None
+            order.target, state.fetcher, limits, sitemap=True if order.field != "url" else None
         )
-        layout = Layout(options.extension)
+        layout = Layout(order.options.extension)
         entries = [(u, layout.assign(u)) for u in urls]
-        site = found.site or site_candidates(target)[0].origin
+        site = found.site or site_candidates(order.target)[0].origin
         job = await state.ledger.create_job(
             NewJob(
                 kind="bulk",
@@ -598,55 +673,40 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
                 account_id=account.id,
                 api_key_id=account.api_key_id,
                 sitemap_urls=found.sitemaps,
-                options=options.to_json(),
+                options=order.options.to_json(),
                 root=root_folder(site, date.today()),
                 idempotency_key=idem,
-                request_hash=request_hash,
-                webhook_url=webhook,
+                request_hash=order.request_hash,
+                webhook_url=order.webhook_url,
                 discovery=found.to_json(),
             )
         )
-    if job.replayed:
-        # Another request with this key and body created the job meanwhile.
-        return await _replayed(request, state, account, job)
-    state.runner.wake()
-    balance = (await state.ledger.account(account.id)).balance
-    return JSONResponse(_created_body(job, balance), status_code=202)
+    if not job.replayed:
+        state.runner.wake()
+    return job
 
 
 async def _create_list_job(
-    request: Request,
-    state: ServiceState,
-    account: Account,
-    url_list: UrlList,
-    options: CaptureOptions,
-    idem: str | None,
-    request_hash: str,
-    webhook: str | None,
-) -> Response:
+    state: ServiceState, account: Account, url_list: UrlList, order: BulkOrder
+) -> JobRow:
     """A URL-list job: one row (and one credit) per distinct URL, no discovery."""
-    layout = Layout(options.extension)
+    layout = Layout(order.options.extension)
     site = parse_http_url(url_list.first_url).origin
-    job = await state.ledger.create_job(
+    return await state.ledger.create_job(
         NewJob(
             kind="bulk",
             site=site,
             urls=url_rows(url_list, layout),
             account_id=account.id,
             api_key_id=account.api_key_id,
-            options=options.to_json(),
+            options=order.options.to_json(),
             root=root_folder(url_list.first_url, date.today()),
-            idempotency_key=idem,
-            request_hash=request_hash,
-            webhook_url=webhook,
+            idempotency_key=order.idempotency_key,
+            request_hash=order.request_hash,
+            webhook_url=order.webhook_url,
             discovery=list_discovery(url_list, kept=len(url_list.items), truncated=False),
         )
     )
-    if job.replayed:
-        return await _replayed(request, state, account, job)
-    state.runner.wake()
-    balance = (await state.ledger.account(account.id)).balance
-    return JSONResponse(_created_body(job, balance), status_code=202)
 
 
 def _request_hash(body: Any) -> str:
@@ -909,19 +969,31 @@ async def screenshot_post(
     return JSONResponse({"success": True, "data": data}, headers=_shot_headers(shot, balance))
 
 
+async def register_account(state: ServiceState, email: Any) -> tuple[Account, str]:
+    """A new account with the starter credits and its first API key (``POST /register``
+    and the dashboard's sign-up).
+
+    Returns:
+        The account and its API key (shown once; the ledger keeps only its hash).
+
+    Raises:
+        ValidationError: ``email`` is not a valid address.
+        EmailTaken: The email is already registered.
+    """
+    # Checked as given (nothing stripped), as the OpenAPI document's pattern says.
+    if not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email):
+        raise ValidationError("email is not a valid address", field="email")
+    return await state.ledger.create_account(
+        credits=state.config.starter_credits, email=email.lower()
+    )
+
+
 async def register(request: Request, state: ServiceState, account: Account | None) -> Response:
     body = _object(await _json_body(request), "body")
     unknown = set(body) - {"email"}
     if unknown:
         raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
-    email = body.get("email")
-    # Checked as given (nothing stripped), as the OpenAPI document's pattern says.
-    if not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email):
-        raise ValidationError("email is not a valid address", field="email")
-    email = email.lower()
-    created, key = await state.ledger.create_account(
-        credits=state.config.starter_credits, email=email
-    )
+    created, key = await register_account(state, body.get("email"))
     return JSONResponse(
         {
             "success": True,
@@ -1012,8 +1084,29 @@ def _by_method(
     return dispatch
 
 
-def create_app(state: ServiceState) -> Starlette:
-    """The Starlette application for ``state`` (mounted at the root; paths under /api/v1)."""
+class Pages(Protocol):
+    """Another front door served beside the API (the dashboard): its routes, outside
+    ``/api/v1``, and its own page for a path nothing matches."""
+
+    @property
+    def routes(self) -> Sequence[BaseRoute]: ...
+
+    async def not_found(self, request: Request) -> Response: ...
+
+
+def create_app(
+    state: ServiceState,
+    *,
+    pages: Callable[[ServiceState, Limiter], Pages] | None = None,
+) -> Starlette:
+    """The Starlette application for ``state`` (mounted at the root; paths under /api/v1).
+
+    Args:
+        state: What the endpoints work with.
+        pages: Makes another front door over the same state and rate limiter
+            (``bulk serve`` passes the dashboard's); its routes are served beside
+            the API's. The API never reads its cookies.
+    """
     limiter = Limiter(state.config.rate_limits, state.config.clock)
 
     def ep(
@@ -1037,7 +1130,7 @@ def create_app(state: ServiceState) -> Starlette:
         ).__call__
 
     base = "/api/v1"
-    routes = [
+    routes: list[BaseRoute] = [
         Route(
             f"{base}/bulk-screenshot",
             ep(create_bulk, "bulk", replay=bulk_replay),
@@ -1069,7 +1162,15 @@ def create_app(state: ServiceState) -> Starlette:
         Route(f"{base}/openapi.json", ep(openapi, None, auth=False), methods=["GET"]),
     ]
 
+    front = pages(state, limiter) if pages is not None else None
+    if front is not None:
+        routes += front.routes
+
     async def not_found(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        outside_api = not (path == base or path.startswith(base + "/"))
+        if front is not None and outside_api and getattr(exc, "status_code", 404) == 404:
+            return await front.not_found(request)
         if getattr(exc, "status_code", 404) == 405:
             response = _error(MethodNotAllowed("method not allowed"))
             # Starlette's 405 names the methods the path accepts.

@@ -43,8 +43,8 @@ header p{margin:.2rem 0;opacity:.75}
 grid-template-columns:repeat(auto-fill,minmax(200px,1fr))}
 .card{border:1px solid #8886;border-radius:6px;overflow:hidden;
 content-visibility:auto;contain-intrinsic-size:auto 420px}
-.thumb{display:block;aspect-ratio:2/3;background:#8882}
-.thumb img{display:block;width:100%;height:100%;object-fit:cover;object-position:top}
+.thumb{display:block;aspect-ratio:16/10;overflow:hidden;background:#8882}
+.thumb img{display:block;width:100%;height:auto}
 .nothumb{display:flex;align-items:center;justify-content:center;height:100%}
 .card p{margin:.4rem .6rem;font-size:.8rem;overflow-wrap:anywhere}
 .meta{opacity:.75}
@@ -60,7 +60,9 @@ def gallery_html(info: ArchiveInfo, records: Sequence[PageRecord]) -> bytes:
     name, percent-encoded because names may hold ``%``, ``#``, ``?``...). Everything
     that came from a sitemap or a page is HTML-escaped, with invisible and
     bidi-control characters shown as ``\\uXXXX``; only http(s) URLs become links to
-    the live site (``noopener noreferrer nofollow``), anything else stays text. A
+    the live site (``noopener noreferrer nofollow``), anything else stays text. Each
+    thumbnail shows the top of its page at the page's full width (clipped below,
+    never cropped at the sides). A
     Content-Security-Policy forbids scripts and plugins; the page has no script and
     no inline image data, so it stays light at 10,000 rows.
 

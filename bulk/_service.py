@@ -5,7 +5,8 @@ in one trio process, started from our own ``trio.run``.
       ledger (one writer; secrets key in data_dir) ─ fetcher (httpx, policy) ─
       BrowserPool (Chromium, proxy)
       background nursery: JobRunner.serve, sweeper, deliver_webhooks (_webhooks.py)
-      web nursery: hypercorn (trio worker) serving create_app(state)
+      web nursery: hypercorn (trio worker) serving create_app(state): the JSON API
+        under /api/v1 and the dashboard (bulk/_dashboard) at /
 
 No background loop can end the process: each contains its items' failures
 (``_util.contained``): a job, an expiry or a webhook that fails is logged and
@@ -33,6 +34,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from ._api import ApiConfig, ServiceState, create_app
 from ._capture import BrowserPool, PoolConfig
+from ._dashboard import dashboard
 from ._fetch import open_fetcher
 from ._jobs import JobRunner, RunnerConfig
 from ._ledger import Ledger, SecretBox
@@ -131,7 +133,7 @@ async def serve(
                 data_dir=config.data_dir,
                 config=config.api,
             )
-            app = create_app(state)
+            app = create_app(state, pages=dashboard)
             hconfig = HypercornConfig()
             hconfig.bind = [f"{config.host}:{config.port}"]
             hconfig.accesslog = None

@@ -10,6 +10,7 @@ SQLite file whose schema enforces the money rules.
     _reads        jobs with their counts, URL rows, accounts          (reads)
     _audit        proves every rule on the whole file
     _secrets      cookie and header values sealed while a job runs
+    _server       secrets of the server itself (the dashboard's session key)
     _records      the frozen records the rest of bulk sees
 
 One credit is reserved per URL when a job is created, used when the URL succeeds,

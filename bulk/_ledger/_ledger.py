@@ -15,12 +15,13 @@ from ._deliveries import Deliveries
 from ._jobs import JobWrites
 from ._leases import Leases
 from ._reads import Reads
+from ._server import ServerSecrets
 
 __all__ = ["Ledger"]
 
 
 @final
-class Ledger(AccountWrites, JobWrites, Leases, Deliveries, Reads, Audit):
+class Ledger(AccountWrites, JobWrites, Leases, Deliveries, Reads, Audit, ServerSecrets):
     """The ledger of one SQLite file. Open it with ``Ledger.open``.
 
     Args:

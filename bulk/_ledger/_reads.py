@@ -276,6 +276,25 @@ class Reads(LedgerCore):
 
         return await self._read(q)
 
+    async def account_of_key_id(self, key_id: int) -> Account:
+        """The account an active API key (by its row id) belongs to: what a dashboard
+        session holds instead of the key itself.
+
+        Raises:
+            InvalidAPIKey: No such key, or it was deactivated.
+        """
+
+        def q(conn: sqlite3.Connection) -> Account | None:
+            row = conn.execute(
+                "SELECT account_id FROM api_keys WHERE id = ? AND active = 1", (key_id,)
+            ).fetchone()
+            return None if row is None else account_row(conn, row["account_id"], key_id)
+
+        account = await self._read(q)
+        if account is None:
+            raise InvalidAPIKey("the API key is invalid or inactive")
+        return account
+
     async def account_by_key(self, key: str) -> Account:
         """Like ``authenticate`` but also finds revoked keys (admin use)."""
         digest = hash_key(key)
@@ -368,6 +387,32 @@ class Reads(LedgerCore):
                 )
             ]
             return [j for j in (load_job(conn, i, self._box) for i in ids) if j is not None]
+
+        return await self._read(q)
+
+    async def jobs_page(
+        self, account_id: int, *, kinds: Iterable[str], limit: int, offset: int = 0
+    ) -> tuple[list[JobRow], int]:
+        """One page of an account's jobs of ``kinds``, newest first, and how many
+        there are in all (one snapshot)."""
+        kinds = list(kinds)
+        marks = ",".join("?" * len(kinds))
+
+        def q(conn: sqlite3.Connection) -> tuple[list[JobRow], int]:
+            (total,) = conn.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE account_id = ? AND kind IN ({marks})",
+                (account_id, *kinds),
+            ).fetchone()
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM jobs WHERE account_id = ? AND kind IN ({marks}) "
+                    "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                    (account_id, *kinds, limit, offset),
+                )
+            ]
+            jobs = [j for j in (load_job(conn, i, self._box) for i in ids) if j is not None]
+            return jobs, int(total)
 
         return await self._read(q)
 

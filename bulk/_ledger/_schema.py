@@ -19,6 +19,7 @@ The schema itself enforces the rules, so no caller can get them wrong:
   dropped (the encrypted copy) and masked (in ``options``) by a trigger; so are
   the per-URL ones of a URL-list job (m007), whose options columns hold them
   masked only.
+- A server secret (m008: the dashboard's session key) is never changed in place.
 
 Migrations already released never change (existing databases must open); a new
 rule is a new migration. ``bulk admin audit`` (``_audit.py``) proves each rule.
@@ -522,6 +523,28 @@ def m007_url_options_and_capture_facts(db: Database) -> None:
         BEGIN
             UPDATE job_urls SET secrets = NULL WHERE job_id = NEW.id AND secrets IS NOT NULL;
         END;
+        """
+    )
+
+
+@migrations()
+def m008_server_secrets_and_job_list(db: Database) -> None:
+    # Secrets of the server itself, by name (the dashboard's session-signing key):
+    # made once, by the first process that needs one, and never changed in place (a
+    # trigger); deleting the row is how a secret is rotated (every dashboard session
+    # signed with it ends).
+    db.executescript(
+        """
+        CREATE TABLE server_secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL CHECK (length(value) >= 64),
+            created_at TEXT NOT NULL
+        );
+        CREATE TRIGGER server_secrets_never_change BEFORE UPDATE ON server_secrets
+        BEGIN SELECT RAISE(ABORT, 'a server secret is never changed, only deleted'); END;
+
+        -- The dashboard's job list: an account's jobs of a kind, newest first.
+        CREATE INDEX jobs_account_newest ON jobs(account_id, kind, created_at);
         """
     )
 
