@@ -160,6 +160,11 @@ def account_row(conn: sqlite3.Connection, account_id: int, key_id: int | None) -
     if key_id is not None:
         k = conn.execute("SELECT prefix FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         prefix = k["prefix"] if k else None
+    return _account(row, key_id, prefix)
+
+
+def _account(row: sqlite3.Row, key_id: int | None, prefix: str | None) -> Account:
+    """An ``Account`` from a row with the accounts table's columns."""
     return Account(
         id=row["id"],
         email=row["email"],
@@ -202,15 +207,7 @@ def _active_key_account(conn: sqlite3.Connection, digest: str) -> Account | None
     # compare_digest is the belt to that brace.
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
-    return Account(
-        id=row["id"],
-        email=row["email"],
-        plan=row["plan"],
-        balance=row["balance"],
-        webhook_secret=row["webhook_secret"],
-        api_key_id=row["key_id"],
-        key_prefix=row["prefix"],
-    )
+    return _account(row, row["key_id"], row["prefix"])
 
 
 class Reads(LedgerCore):
