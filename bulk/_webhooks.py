@@ -28,7 +28,7 @@ import attrs
 import httpx
 import trio
 
-from ._api import job_status_body
+from ._api._core import job_status_body
 from ._exceptions import BulkError
 from ._ledger import Delivery, Ledger
 from ._policy import EgressPolicy, policy_client

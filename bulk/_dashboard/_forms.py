@@ -17,7 +17,9 @@ from urllib.parse import parse_qsl
 import attrs
 from starlette.requests import Request
 
-from .._api import BulkOrder, _raw_body, _request_hash
+from .._api import BulkOrder
+from .._api._bulk import _request_hash
+from .._api._core import _raw_body
 from .._exceptions import (
     BulkError,
     DiscoveryError,

@@ -23,16 +23,9 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .._api import (
-    _JOB_ID,
-    _own_job,
-    _subject,
-    _work_began,
-    download,
-    job_status_body,
-    register_account,
-    start_bulk_job,
-)
+from .._api import register_account, start_bulk_job
+from .._api._bulk import _own_job, download
+from .._api._core import _JOB_ID, _subject, _work_began, job_status_body
 from .._exceptions import BulkError, InvalidAPIKey, JobNotFound, ValidationError
 from .._jobs import job_dir
 from .._ledger import TERMINAL_JOB, JobRow, UrlRow
