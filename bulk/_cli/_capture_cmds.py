@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import trio
 
 from .._exceptions import BulkError
 from .._options import capture_option_decorators
@@ -59,6 +58,8 @@ def discover_cmd(
     known), or a document was broken or skipped, it is said on stderr as
     ``warning:`` lines (the URLs read are still printed).
     """
+    import trio
+
     from .._discover import discover
     from .._fetch import open_fetcher
     from .._util import receive_batch
@@ -109,6 +110,8 @@ def discover_cmd(
 @_apply(capture_option_decorators())
 def shot(url: str, out: Path, allow_private: bool, allow: tuple[str, ...], **values: Any) -> None:
     """Capture one URL into an image file (the same engine as archive)."""
+    import trio
+
     from .._capture import BrowserPool
 
     settings = _settings()

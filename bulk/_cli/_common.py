@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
-import trio
 
 from .._exceptions import BulkError, Interrupted
 from .._options import OPTION_SPECS, CaptureOptions, options_from_cli
-from .._util import single_error
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -113,6 +111,9 @@ def _policy(allow_private: bool, allow: tuple[str, ...], settings: Settings) -> 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
     """``trio.run`` with SIGTERM/SIGHUP treated like Ctrl-C: unwind cleanly, exit 4."""
+    import trio
+
+    from .._util import single_error
 
     async def main() -> T:
         interrupted = False

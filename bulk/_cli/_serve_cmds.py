@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import trio
 
 from .._exceptions import BulkError, ValidationError
-from .._util import single_error
 
 if TYPE_CHECKING:
     from .._ledger import Ledger
@@ -71,9 +69,12 @@ def serve(
     allow: tuple[str, ...],
 ) -> None:
     """Run the HTTP API and its job runner in the foreground (SIGTERM: graceful stop)."""
+    import trio
+
     from .._api import RATE_LIMITS, ApiConfig, RateLimit
     from .._service import ServiceConfig
     from .._service import serve as run_service
+    from .._util import single_error
 
     settings = _settings()
     policy = _policy(allow_private, allow, settings)
