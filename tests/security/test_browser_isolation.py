@@ -92,6 +92,14 @@ def process_type(pid: int) -> str:
     return "browser" if start < 0 else cmdline[start + 7 :].split(b"\0")[0].split()[0].decode()
 
 
+def _seccomp(pid: int) -> str | None:
+    """The ``Seccomp:`` mode of ``pid`` (None: gone meanwhile)."""
+    try:
+        return status(pid).get("Seccomp")
+    except OSError:
+        return None
+
+
 def alive(pid: int) -> bool:
     fields = _stat(pid)
     return fields is not None and fields[0] != "Z"
@@ -115,11 +123,20 @@ async def test_renderers_run_sandboxed_as_an_unprivileged_user(
         # Looked at while the page is open (a renderer lives as long as its page).
         nursery.start_soon(pool.capture, site.url("/a"), CaptureOptions(delay=3000))
         assert pool.browser_pid is not None
-        with trio.fail_after(30):
-            while "renderer" not in kinds.values():
-                await trio.sleep(0.1)
-                family = descendants(pool.browser_pid)
-                kinds = {pid: process_type(pid) for pid in family if alive(pid)}
+        # A renderer is forked from the zygote and engages seccomp-bpf first thing,
+        # before it is given any page: one caught in that first instant still shows
+        # "Seccomp: 0". So: wait until the page was served (its renderer exists) and
+        # every renderer has engaged it; one that never does fails the wait.
+        deadline = trio.current_time() + 30
+        while True:
+            family = descendants(pool.browser_pid)
+            kinds = {pid: process_type(pid) for pid in family if alive(pid)}
+            modes = {pid: _seccomp(pid) for pid, kind in kinds.items() if kind == "renderer"}
+            served = any(r.path == "/a" for r in site.requests)
+            if served and modes and all(mode in ("2", None) for mode in modes.values()):
+                break
+            assert trio.current_time() < deadline, f"renderers' seccomp modes: {modes}"
+            await trio.sleep(0.1)
         seen, userns = {}, {}
         for pid in kinds:
             try:
