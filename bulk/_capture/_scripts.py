@@ -22,7 +22,6 @@ __all__ = [
     "HIDE_SELECTORS",
     "INIT",
     "LOADED",
-    "PAGE_STYLE",
     "SCROLL",
     "SCROLL_TO",
     "SETTLE",
@@ -46,7 +45,6 @@ HIDE_SELECTORS: Final = _load("hide-selectors.js")
 SETTLE: Final = _load("settle.js")
 SCROLL: Final = _load("scroll.js")
 ELEMENT_BOX: Final = _load("element-box.js")
-PAGE_STYLE: Final = _load("page-style.js")
 FREEZE: Final = _load("freeze.js")
 UNBLOCK: Final = _load("unblock.js")
 ADD_CSS: Final = _load("add-css.js")

@@ -15,8 +15,8 @@ One capture, on a page the engine hands over (``capture_on``), is one ``Capture`
    host must not fail every page. Style sheets still loading are dropped then
    (``js/unblock.js``), or the page would never paint.
 4. Web fonts and two frames, the options' waits (``wait_for_selector``, ``delay``),
-   ``block_selectors`` hidden, cookie banners dismissed, scrollbars and their gutter
-   hidden (``js/page-style.js``).
+   ``block_selectors`` hidden, cookie banners dismissed. Scrollbars and their gutter
+   are hidden from the document's start (``js/init.js``), so no second style pass.
 5. The ``actions`` script (``_actions.py``), whose ``screenshot`` steps are extra
    pictures and whose navigations get steps 2 to 4 again.
 6. The picture (``_shoot.py``): an image of the page or one element, or a PDF.
@@ -331,7 +331,6 @@ class Capture:
         page, opts = self.page, self.opts
         await self._wait_load()
         await page.evaluate(js.SETTLE)
-        await page.evaluate(js.PAGE_STYLE)
         if opts.wait_for_selector:
             await until_visible(
                 page.locator("css=" + opts.wait_for_selector).first,
