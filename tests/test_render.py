@@ -157,6 +157,17 @@ async def test_scrollbar_gutter_leaves_no_strip(chromium: str, site: SiteServer)
             assert near(img.getpixel((x, 300)), GREEN), (shot.final_url, x)
 
 
+async def test_small_png_compression_keeps_the_pixels_in_fewer_bytes(
+    chromium: str, site: SiteServer
+) -> None:
+    async with BrowserPool.open(PoolConfig(executable=chromium, concurrency=1), POLICY) as pool:
+        fast = await pool.capture(site.url("/fonts"), CaptureOptions())
+        small = await pool.capture(site.url("/fonts"), CaptureOptions(png_compression="small"))
+    assert fast.format == small.format == "png"
+    assert len(small.data) < len(fast.data)
+    assert ImageChops.difference(image(fast), image(small)).getbbox() is None
+
+
 async def test_a_page_cut_at_the_cap_says_so(chromium: str, site: SiteServer) -> None:
     async with BrowserPool.open(PoolConfig(executable=chromium, concurrency=2), POLICY) as pool:
         tall = await pool.capture(site.url("/tall"), CaptureOptions(full_page=True, width=320))

@@ -126,6 +126,12 @@ async def shoot(
     return await _page_shot(slot, opts, remaining_ms, partial)
 
 
+def _fast(opts: CaptureOptions) -> bool:
+    # optimizeForSpeed makes Chromium's PNG encoder spend less on compression;
+    # png_compression "small" turns it off for PNGs (other formats keep it on).
+    return not (opts.format == "png" and opts.png_compression == "small")
+
+
 async def _freeze(slot: PageSlot, opts: CaptureOptions) -> None:
     if opts.freeze_animations:
         await slot.page.evaluate(js.FREEZE)
@@ -171,7 +177,7 @@ async def _pdf_shot(slot: PageSlot, opts: CaptureOptions) -> Shot:
 async def _page_shot(
     slot: PageSlot, opts: CaptureOptions, remaining_ms: Callable[[float], float], partial: bool
 ) -> Shot:
-    params: dict[str, Any] = {"format": opts.format, "optimizeForSpeed": True}
+    params: dict[str, Any] = {"format": opts.format, "optimizeForSpeed": _fast(opts)}
     if opts.format != "png":
         params["quality"] = opts.quality
     truncated = False
@@ -220,7 +226,7 @@ async def _element_shot(
         raise PageTooLarge(f"the element is {width} x {height} px, over the image cap")
     params: dict[str, Any] = {
         "format": opts.format,
-        "optimizeForSpeed": True,
+        "optimizeForSpeed": _fast(opts),
         "captureBeyondViewport": not box["fits"],
         "clip": {"x": x0, "y": y0, "width": width, "height": height, "scale": 1},
     }

@@ -49,6 +49,7 @@ async def capture_loop(
     executable: str,
     chromium_args: list[str],
     timeout_ms: float = 30_000,
+    small_png: bool = False,
 ) -> dict[str, Any]:
     """Capture ``urls`` into the directory ``out`` (which must exist); return counts,
     launch and loop seconds and the first errors."""
@@ -76,7 +77,7 @@ async def capture_loop(
         errors: list[str] = []
 
         async def shoot_cdp(cdp: Any) -> bytes:
-            params: dict[str, Any] = {"format": fmt, "optimizeForSpeed": True}
+            params: dict[str, Any] = {"format": fmt, "optimizeForSpeed": not small_png}
             if fmt != "png":
                 params["quality"] = quality
             if full_page:
