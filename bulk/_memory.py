@@ -38,6 +38,8 @@ from typing import Final, final
 __all__ = ["MemoryBound", "MemoryBoundUnavailable", "default_total", "find_memory_cgroup"]
 
 MIB: Final = 1024 * 1024
+# needs_tick asks for a tick at least this often (calls), for the kill count's sake.
+_REFRESH_EVERY: Final = 5
 #: Added to ``renderer_limit * slots`` for the browser, GPU, network processes.
 BROWSER_OVERHEAD: Final = 1024 * MIB
 _UNLIMITED_V1: Final = 1 << 62
@@ -156,6 +158,7 @@ class MemoryBound:
         self._retired_kills = 0
         self._own_kills = 0
         self._cached_kills = 0
+        self._calls = 0
 
     @classmethod
     def create(
@@ -255,8 +258,27 @@ class MemoryBound:
 
     # -- what the pool calls -------------------------------------------------------------
 
+    def needs_tick(self) -> bool:
+        """Whether ``tick`` has work: a process in the launch group not sorted yet, a
+        renderer gone, or the kill count due for a refresh (the ``_REFRESH_EVERY``-th
+        call since the last ``tick``).
+
+        Cheap (one small read and a signal-0 probe per renderer), so the pool can ask
+        on its own thread every 100 ms and hop to a worker thread only when it is
+        true: that hop and the per-group reads of every ``tick`` cost bulk's process
+        about 5 ms of CPU per captured page otherwise (measured with a sampling
+        profiler on the bench site). Called between ``tick`` calls, never during one.
+        """
+        self._calls += 1
+        if self._calls % _REFRESH_EVERY == 0:
+            return True
+        if any(pid not in self._seen for pid in self._pids(self.launch_group)):
+            return True
+        return not all(_alive(pid) for pid in self._renderers)
+
     def tick(self) -> None:
         """Move new renderers into groups of their own; remove the groups of dead ones."""
+        self._calls = 0
         with self._lock:
             pids = self._pids(self.launch_group)
             self._seen &= set(pids)
@@ -369,6 +391,17 @@ def _remove_stale(parent: Path) -> None:
         for directory in [*group.glob("r*"), group / "main", group]:
             with suppress(OSError):  # not empty: something still runs there
                 directory.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still exists (a zombie does, until its parent reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's (EPERM): it exists
+    return True
 
 
 def _process_type(pid: int) -> str | None:

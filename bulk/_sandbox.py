@@ -455,7 +455,8 @@ async def open_launch(
 
 async def _place_renderers(memory: MemoryBound) -> None:
     while True:
-        await trio.to_thread.run_sync(memory.tick)
+        if memory.needs_tick():
+            await trio.to_thread.run_sync(memory.tick)
         await trio.sleep(_TICK)
 
 

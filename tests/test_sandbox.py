@@ -305,6 +305,30 @@ def test_a_renderer_over_its_limit_is_killed_alone_and_counted() -> None:
         assert proc.wait(5) == -signal.SIGKILL  # close() kills what is left
 
 
+def test_a_tick_is_asked_for_only_when_there_is_work() -> None:
+    if not ROOT:
+        with pytest.raises(MemoryBoundUnavailable):
+            MemoryBound.create(256 * MIB, 1024 * MIB, slots=2)
+        return
+    bound = MemoryBound.create(256 * MIB, 1024 * MIB, slots=2)
+    try:
+        # needs_tick also asks on its 5th call since a tick (the kill count's refresh).
+        assert not bound.needs_tick()  # nothing there
+        renderer = start_in(bound.launch_group, "--type=renderer")
+        assert bound.needs_tick()  # a new process to sort
+        bound.tick()
+        assert (bound.group / f"r{renderer.pid}").exists()
+        assert not bound.needs_tick()  # sorted, alive
+        renderer.kill()
+        renderer.wait(10)
+        assert bound.needs_tick()  # a renderer gone: its group is to be removed
+        bound.tick()
+        assert not (bound.group / f"r{renderer.pid}").exists()
+        assert [bound.needs_tick() for _ in range(5)] == [False, False, False, False, True]
+    finally:
+        bound.close()
+
+
 def test_the_total_bounds_what_renderers_share() -> None:
     if not ROOT:
         with pytest.raises(MemoryBoundUnavailable):
