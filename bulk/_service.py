@@ -4,7 +4,8 @@ in one trio process, started from our own ``trio.run``.
     serve(config, shutdown)
       ledger (one writer; secrets key in data_dir) ─ fetcher (httpx, policy) ─
       BrowserPool (Chromium, proxy)
-      background nursery: JobRunner.serve, sweeper, deliver_webhooks (_webhooks.py)
+      background nursery: JobRunner.serve, sweeper, deliver_webhooks (_webhooks.py),
+        run_schedules (_schedules.py)
       web nursery: hypercorn (trio worker) serving create_app(state): the JSON API
         under /api/v1 and the dashboard (bulk/_dashboard) at /
 
@@ -40,6 +41,7 @@ from ._jobs import JobRunner, RunnerConfig
 from ._ledger import Ledger, SecretBox
 from ._listeners import own_listener
 from ._policy import EgressPolicy
+from ._schedules import SchedulerConfig, run_schedules
 from ._util import contained, hold_lock
 from ._webhooks import WEBHOOK_BACKOFF, WebhookConfig, deliver_webhooks, webhook_signature
 
@@ -69,6 +71,9 @@ class ServiceConfig:
         webhook_backoff: Seconds before each webhook retry (``WebhookConfig``).
         webhooks: The rest of webhook delivery (its ``backoff`` is replaced by
             ``webhook_backoff``).
+        schedule_seconds: Seconds between every schedule's slots, whatever its
+            ``every`` (``BULK_SCHEDULE_SECONDS``: tests and operators only).
+        schedule_poll: Seconds between the scheduler's looks at the ledger.
     """
 
     host: str = "127.0.0.1"
@@ -83,6 +88,8 @@ class ServiceConfig:
     sweep_interval: float = 60.0
     webhook_backoff: tuple[float, ...] = WEBHOOK_BACKOFF
     webhooks: WebhookConfig = attrs.field(factory=WebhookConfig)
+    schedule_seconds: float | None = None
+    schedule_poll: float = 1.0
 
 
 async def serve(
@@ -131,7 +138,7 @@ async def serve(
                 runner=runner,
                 policy=config.policy,
                 data_dir=config.data_dir,
-                config=config.api,
+                config=attrs.evolve(config.api, schedule_seconds=config.schedule_seconds),
             )
             app = create_app(state, pages=dashboard)
             hconfig = HypercornConfig()
@@ -143,6 +150,11 @@ async def serve(
                 await background.start(runner.serve)
                 background.start_soon(_sweeper, ledger, runner, config.sweep_interval)
                 await background.start(deliver_webhooks, ledger, config.policy, webhooks)
+                await background.start(
+                    run_schedules,
+                    state,
+                    SchedulerConfig(override=config.schedule_seconds, poll=config.schedule_poll),
+                )
                 async with trio.open_nursery() as web:
                     binds = await web.start(
                         functools.partial(

@@ -64,6 +64,9 @@ class ApiConfig:
     discovery_timeout: float = 60.0
     starter_credits: int = STARTER_CREDITS
     clock: Callable[[], float] = time.time
+    #: Seconds between every schedule's slots (``BULK_SCHEDULE_SECONDS``, tests and
+    #: operators only); None: as each schedule's ``every`` says.
+    schedule_seconds: float | None = None
 
 
 @attrs.define(kw_only=True)

@@ -125,13 +125,16 @@ def _delivery_and_secret_problems(conn: sqlite3.Connection) -> list[str]:
     for (job_id,) in conn.execute(
         "SELECT j.id FROM jobs j WHERE j.webhook_url IS NOT NULL "
         "AND j.status IN ('completed', 'failed', 'expired') "
-        "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id)"
+        "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id "
+        "AND d.event != 'bulk_job.changed')"
     ):
         problems.append(f"job {job_id}: ended without a webhook delivery")
     for (delivery_id, job_id) in conn.execute(
         "SELECT d.id, d.job_id FROM deliveries d LEFT JOIN jobs j ON j.id = d.job_id "
-        "WHERE j.id IS NULL OR j.webhook_url IS NOT d.url "
-        "OR j.status NOT IN ('completed', 'failed', 'expired')"
+        "WHERE j.id IS NULL OR (d.event != 'bulk_job.changed' AND ("
+        " j.webhook_url IS NOT d.url OR j.status NOT IN ('completed', 'failed', 'expired')))"
+        " OR (d.event = 'bulk_job.changed' AND (j.status NOT IN ('completed', 'expired')"
+        " OR NOT EXISTS (SELECT 1 FROM schedule_runs r WHERE r.job_id = d.job_id)))"
     ):
         problems.append(f"delivery {delivery_id}: does not announce the end of job {job_id}")
     for (job_id,) in conn.execute(
