@@ -3,10 +3,11 @@
 A job that ends with a ``webhook_url`` gets one ``deliveries`` row, by trigger
 (schema m004); a schedule run that changed gets one ``bulk_job.changed`` row with
 its summary as ``payload`` (m009, written by ``_schedules``). The sender
-(``bulk/_webhooks.py``) asks for the due rows (an indexed range over pending rows only, so its work follows the queue, not the
-history), counts an attempt before each send (a send the process dies in counts,
-so a callback that kills its sender cannot do it forever), and records how each
-attempt ended: delivered and failed are final.
+(``bulk/_webhooks.py``) asks for the due rows (an indexed range over pending rows
+only, so its work follows the queue, not the history), counts an attempt before
+each send (a send the process dies in counts, so a callback that kills its sender
+cannot do it forever), and records how each attempt ended: delivered and failed
+are final.
 """
 
 from __future__ import annotations
