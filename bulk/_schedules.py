@@ -328,7 +328,7 @@ class _Scheduler:
                         },
                     )
         elif baseline is not None:
-            reason_code, reason = "BASELINE_MISSING", "the previous run's ZIP is gone"
+            reason_code, reason = "DOWNLOAD_EXPIRED", "the previous run's ZIP is gone"
         await self.ledger.finish_run(
             run.schedule_id,
             run.run,
