@@ -37,7 +37,7 @@ from ._api import ApiConfig, ServiceState, create_app
 from ._capture import BrowserPool, PoolConfig
 from ._dashboard import dashboard
 from ._fetch import open_fetcher
-from ._jobs import JobRunner, RunnerConfig
+from ._jobs import JobRunner, RunnerConfig, sweep_blobs
 from ._ledger import Ledger, SecretBox
 from ._listeners import own_listener
 from ._policy import EgressPolicy
@@ -51,6 +51,9 @@ log = logging.getLogger("bulk.service")
 
 #: The file in ``data_dir`` that holds the key sealing jobs' cookies and headers.
 KEY_FILE: Final = "secrets.key"
+#: Where jobs' images are stored once by content (``_jobs._write_image``): identical
+#: images of successive runs, or of any jobs, take their space once.
+BLOBS: Final = "blobs"
 
 
 @attrs.frozen(kw_only=True)
@@ -61,7 +64,8 @@ class ServiceConfig:
         host, port: Where to listen (port 0: any free port; the bound address is
             passed to ``task_status.started``).
         db: The ledger database. One ``bulk serve`` per database (a lock file).
-        data_dir: Job files (images, ZIPs) live under ``data_dir/jobs``.
+        data_dir: Job files (images, ZIPs) live under ``data_dir/jobs``; images
+            are stored once by content under ``data_dir/blobs`` and linked there.
         pool: Chromium settings.
         policy: The egress policy for every request made on a user's behalf.
         download_ttl: Seconds a completed job's ZIP stays downloadable.
@@ -129,8 +133,14 @@ async def serve(
                 ledger,
                 pool,
                 config.policy,
-                RunnerConfig(data_dir=config.data_dir, download_ttl=config.download_ttl),
+                RunnerConfig(
+                    data_dir=config.data_dir,
+                    download_ttl=config.download_ttl,
+                    blobs=config.data_dir / BLOBS,
+                ),
             )
+            with contained(log, "releasing unused stored images"):
+                await trio.to_thread.run_sync(sweep_blobs, config.data_dir / BLOBS)
             state = ServiceState(
                 ledger=ledger,
                 pool=pool,
