@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from typing import Any, Final, Literal
 
 import trio
@@ -26,7 +27,7 @@ from .._exceptions import InvalidSchedule, ScheduleNotFound, ValidationError
 from .._ledger import Account, NewSchedule, RunRow, ScheduleRow, iso
 from .._ledger._schedules import UNCHANGED
 from .._openapi import URL_FIELD_LIMIT
-from .._schedules import check_every, first_slot, next_slot
+from .._schedules import check_every, first_slot, next_slot, schedule_dir
 from ._bulk import bulk_order
 from ._core import ServiceState, _json_body, _object, _string
 
@@ -262,6 +263,9 @@ async def delete_schedule(
     assert account is not None
     schedule = await _own(request, state, account)
     await state.ledger.delete_schedule(schedule.id, account.id)
+    # Its baseline ZIP and reports go too (the runs' jobs keep their own files).
+    folder = schedule_dir(state.data_dir, schedule.id)
+    await trio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
     return JSONResponse({"success": True, "data": {"id": schedule.id, "deleted": True}})
 
 
