@@ -241,6 +241,10 @@ def _job_status_schema(codes: list[str]) -> dict[str, Any]:
                 ["code", "message"],
                 {"code": {"type": "string", "enum": codes}, "message": _STR_OR_NULL},
             ),
+            "discovery": {
+                "type": ["object", "null"],
+                "description": "What discovery found, cut and skipped (null before it ran)",
+            },
         },
     )
 

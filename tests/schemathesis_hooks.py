@@ -72,6 +72,9 @@ def before_load_schema(context: Any, raw_schema: dict[str, Any]) -> None:
         schema = operation[method]["requestBody"]["content"]["application/json"]["schema"]
         _narrow(schema["properties"], capture=False)
         schema["properties"]["every"] = {"type": "string", "enum": EVERY}
+        if method == "patch":  # null removes the webhook
+            for name in ("webhook_url", "webhookUrl"):
+                schema["properties"][name] = {"enum": [*SAFE[name], None]}
         if "urls" in schema["properties"]:
             items = schema["properties"]["urls"]["items"]["anyOf"]
             items[0] = {"type": "string", "enum": PAGES}

@@ -107,8 +107,8 @@ def _error(exc: BulkError) -> JSONResponse:
 async def _raw_body(request: Request) -> bytes:
     """The request body, at most ``MAX_BODY`` bytes, read once per request.
 
-    The endpoints that take a URL list (``/bulk-screenshot``) or an HTML document
-    (``/screenshot``) take up to ``MAX_LARGE_BODY`` bytes.
+    The endpoints that take a URL list (``/bulk-screenshot``, ``/schedules``) or an
+    HTML document (``/screenshot``) take up to ``MAX_LARGE_BODY`` bytes.
 
     Kept (or the refusal kept) on ``request.state``: the replay check and the handler
     both read it, and a half-consumed stream cannot be read twice.
@@ -123,7 +123,7 @@ async def _raw_body(request: Request) -> bytes:
         return kept
     limit = (
         MAX_LARGE_BODY
-        if request.url.path.endswith(("/bulk-screenshot", "/screenshot"))
+        if request.url.path.endswith(("/bulk-screenshot", "/screenshot", "/schedules"))
         else MAX_BODY
     )
     try:

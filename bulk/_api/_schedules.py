@@ -70,6 +70,8 @@ def _notify(value: Any) -> float | None:
     if len(present) > 1:
         raise InvalidSchedule("notify.min_change given twice", field="notify.min_change")
     share = notify[present[0]]
+    if share is None:
+        return None
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
         raise InvalidSchedule(
             "notify.min_change must be a number between 0 and 1", field="notify.min_change"
@@ -77,13 +79,15 @@ def _notify(value: Any) -> float | None:
     return float(share)
 
 
-def _webhook(state: ServiceState, body: dict[str, Any]) -> Any:
+def _webhook(state: ServiceState, body: dict[str, Any], *, nullable: bool) -> Any:
+    """The ``webhook_url`` of a body, checked by the URL policy; ``UNCHANGED`` when
+    absent; None when null and ``nullable`` (PATCH: no webhook any more)."""
     fields = [k for k in ("webhook_url", "webhookUrl") if k in body]
     if not fields:
         return UNCHANGED
     if len(fields) > 1:
         raise ValidationError("webhook_url given twice", field="webhook_url")
-    if body[fields[0]] is None:
+    if body[fields[0]] is None and nullable:
         return None
     url = _string(body[fields[0]], "webhook_url", limit=URL_FIELD_LIMIT)
     state.policy.check_url(url)
@@ -170,7 +174,7 @@ async def create_schedule(
     order = bulk_order(job, state)
     every = check_every(body["every"])
     min_change = _notify(body.get("notify"))
-    webhook = _webhook(state, body)
+    webhook = _webhook(state, body, nullable=False)
     if order.url_list is None:
         from ._core import _check_target
 
@@ -233,7 +237,7 @@ async def patch_schedule(
         raise ValidationError("paused must be true or false", field="paused")
     every = check_every(body["every"]) if "every" in body else None
     min_change = _notify(body["notify"]) if "notify" in body else UNCHANGED
-    webhook = _webhook(state, body)
+    webhook = _webhook(state, body, nullable=True)
     now = state.config.clock()
     new_state: Literal["active", "paused"] | None = (
         None if paused is None else ("paused" if paused else "active")
