@@ -281,6 +281,8 @@ async def test_a_slot_is_claimed_once(tmp_path: Path) -> None:
         assert not await ledger.finish_run(schedule.id, 1, "completed")  # final
         second = await ledger.claim_slot(schedule.id, 3700.0, 7300.0)
         assert second is not None and second.run == 2
+        report = await ledger.audit()
+        assert report.ok, report.problems
     # Behind the checks, the schema: a second row for one slot aborts.
     with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError):
         conn.execute(

@@ -151,6 +151,29 @@ def _delivery_and_secret_problems(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
+def _schedule_problems(conn: sqlite3.Connection) -> list[str]:
+    """Schedules (m009): one run per slot, one open run per schedule, each run's job
+    made for that run (its idempotency key names it)."""
+    problems: list[str] = []
+    for schedule_id, slot in conn.execute(
+        "SELECT schedule_id, slot FROM schedule_runs GROUP BY schedule_id, slot "
+        "HAVING COUNT(*) > 1"
+    ):
+        problems.append(f"schedule {schedule_id}: slot {slot} ran more than once")
+    for (schedule_id,) in conn.execute(
+        "SELECT schedule_id FROM schedule_runs WHERE state IN ('claimed', 'running') "
+        "GROUP BY schedule_id HAVING COUNT(*) > 1"
+    ):
+        problems.append(f"schedule {schedule_id}: more than one open run")
+    for schedule_id, run in conn.execute(
+        "SELECT r.schedule_id, r.run FROM schedule_runs r LEFT JOIN jobs j ON j.id = r.job_id "
+        "WHERE r.job_id IS NOT NULL AND (j.id IS NULL OR j.idempotency_key IS NOT "
+        "('schedule:' || r.schedule_id || ':' || r.run))"
+    ):
+        problems.append(f"schedule {schedule_id}: run {run} has a job made for another run")
+    return problems
+
+
 class Audit(LedgerCore):
     """The audit of ``Ledger`` (one read snapshot)."""
 
@@ -165,7 +188,8 @@ class Audit(LedgerCore):
         an ok row's job failed; no job is left pending or processing with no work;
         every ended job with a webhook has its delivery, and every delivery an
         ended job; no ended job holds a cookie or header value (nor do its URL
-        rows), and no URL row's options hold one unmasked.
+        rows), and no URL row's options hold one unmasked; no schedule slot ran
+        twice, no schedule has two open runs, and each run's job is its own.
         """
         now = self.clock()
 
@@ -177,6 +201,7 @@ class Audit(LedgerCore):
             account_problems, accounts = _account_problems(conn)
             job_problems, jobs = _job_problems(conn, now)
             problems += account_problems + job_problems + _delivery_and_secret_problems(conn)
+            problems += _schedule_problems(conn)
             return AuditReport(
                 ok=not problems,
                 problems=tuple(problems),
