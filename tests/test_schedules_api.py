@@ -292,3 +292,37 @@ async def test_a_slot_is_claimed_once(tmp_path: Path) -> None:
         )
     with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError):
         conn.execute("DELETE FROM schedule_runs")
+
+
+async def test_m009_keeps_the_deliveries_of_an_older_file(tmp_path: Path) -> None:
+    # A file made before schedules, with a queued end-of-job webhook: m009 rebuilds
+    # the delivery table; the delivery is still there, still pending, still sent.
+    from sqlite_utils import Database
+
+    from bulk._ledger import _connect, migrations
+
+    db = tmp_path / "ledger.db"
+    conn = _connect(str(db))
+    migrations.apply(Database(conn), stop_before="m009_schedules_and_change_deliveries")
+    conn.executescript(
+        """
+        INSERT INTO accounts (id, balance, webhook_secret, created_at) VALUES (1, 0, 's', 'x');
+        INSERT INTO jobs (id, kind, account_id, site, status, created_at, webhook_url)
+        VALUES ('j1', 'bulk', 1, 'http://x', 'failed', 'x', 'http://127.0.0.1/h');
+        """
+    )
+    assert [tuple(r) for r in conn.execute("SELECT event FROM deliveries")] == [
+        ("bulk_job.failed",)
+    ]
+    conn.close()
+    async with Ledger.open(db) as ledger:
+        due = await ledger.due_deliveries(limit=10)
+        assert [(d.job_id, d.event, d.payload) for d in due] == [("j1", "bulk_job.failed", None)]
+        report = await ledger.audit()
+        assert report.ok, report.problems
+    with sqlite3.connect(db) as check, pytest.raises(sqlite3.IntegrityError):
+        # A change event needs a completed schedule run of that job.
+        check.execute(
+            "INSERT INTO deliveries (job_id, url, event, payload, created_at) "
+            "VALUES ('j1', 'http://127.0.0.1/h', 'bulk_job.changed', '{}', 'x')"
+        )

@@ -29,7 +29,7 @@ from .._ledger._schedules import UNCHANGED
 from .._openapi import URL_FIELD_LIMIT
 from .._schedules import check_every, first_slot, next_slot, schedule_dir
 from ._bulk import bulk_order
-from ._core import ServiceState, _json_body, _object, _string
+from ._core import ServiceState, _check_target, _json_body, _object, _string
 
 __all__ = [
     "create_schedule",
@@ -176,8 +176,6 @@ async def create_schedule(
     min_change = _notify(body.get("notify"))
     webhook = _webhook(state, body, nullable=False)
     if order.url_list is None:
-        from ._core import _check_target
-
         _check_target(state.policy, order.target, order.field)
     now = state.config.clock()
     schedule = await state.ledger.create_schedule(
