@@ -237,11 +237,11 @@ def _parse_step(item: Any, where: str) -> Action:
         if isinstance(arg, str):
             return Action(kind=kind, key=arg)
         obj = _object(arg, where, required=("key",), optional=("selector",))
-        selector = obj.get("selector")
+        # Absent, not null: the document says a string (null is refused, as elsewhere).
         return Action(
             kind=kind,
             key=_string(obj["key"], f"{where}.key"),
-            selector=None if selector is None else _string(selector, f"{where}.selector"),
+            selector=_string(obj["selector"], f"{where}.selector") if "selector" in obj else None,
         )
     if kind == "scroll":
         if isinstance(arg, str):

@@ -54,6 +54,9 @@ class Settings:
     #: How Chromium is isolated (``BULK_SANDBOX``, ``BULK_CHROMIUM_USER``,
     #: ``BULK_RENDERER_MEMORY_MB``, ``BULK_CAPTURE_MEMORY_MB``).
     sandbox: SandboxConfig = attrs.field(factory=SandboxConfig)
+    #: ``BULK_SCHEDULE_SECONDS`` (tests and operators only): every schedule's slots
+    #: are this many seconds apart, whatever its ``every`` says. None: as they say.
+    schedule_seconds: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,7 +86,25 @@ class Settings:
             allow=allow,
             rate_limits=_rate_limits(env.get("BULK_RATE_LIMITS", "")),
             sandbox=_sandbox(env),
+            schedule_seconds=_schedule_seconds(env.get("BULK_SCHEDULE_SECONDS", "")),
         )
+
+
+def _schedule_seconds(text: str) -> float | None:
+    """``BULK_SCHEDULE_SECONDS``: a positive number of seconds, or unset."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.5 <= value <= 10 * 365 * 86400:
+        raise ValidationError(
+            "BULK_SCHEDULE_SECONDS must be a number of seconds, at least 0.5",
+            field="BULK_SCHEDULE_SECONDS",
+        )
+    return value
 
 
 def _sandbox(env: Mapping[str, str]) -> SandboxConfig:

@@ -15,6 +15,7 @@ error is one new class in this module, with those three attributes, and nothing 
 
     BulkError                         INTERNAL_ERROR
     ├── ValidationError               VALIDATION_ERROR   (names the field)
+    │   └── InvalidSchedule           INVALID_SCHEDULE   (a schedule's every or notify)
     ├── InvalidURL                    INVALID_URL
     ├── URLBlocked                    URL_BLOCKED        (the egress policy said no)
     ├── DiscoveryError                DISCOVERY_ERROR
@@ -54,7 +55,8 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── SecretsUnavailable            SECRETS_UNAVAILABLE (a job's cookies cannot be decrypted)
     ├── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
     ├── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
-    └── OutputExists                  OUTPUT_EXISTS      (``bulk archive`` would replace work)
+    ├── OutputExists                  OUTPUT_EXISTS      (``bulk archive`` would replace work)
+    └── ScheduleNotFound              SCHEDULE_NOT_FOUND (API: no such schedule or run)
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ __all__ = [
     "InvalidAPIKey",
     "InvalidArchive",
     "InvalidJobTransition",
+    "InvalidSchedule",
     "InvalidSitemap",
     "InvalidURL",
     "JobNotFound",
@@ -102,6 +105,7 @@ __all__ = [
     "RateLimitExceeded",
     "ResponseTooLarge",
     "ResumeMismatch",
+    "ScheduleNotFound",
     "SecretsUnavailable",
     "SelectorNotFound",
     "URLBlocked",
@@ -508,3 +512,21 @@ class ActionFailed(CaptureError):
     code = "ACTION_FAILED"
     api_status = 500
     description = "A step of the actions script failed (details: step, action, reason)"
+
+
+class ScheduleNotFound(BulkError):
+    """No schedule with this id belongs to the caller (or it was deleted), or it has
+    no run (or no change report) with the number asked for."""
+
+    code = "SCHEDULE_NOT_FOUND"
+    api_status = 404
+    description = "No such schedule (or run, or change report) for this API key's account"
+
+
+class InvalidSchedule(ValidationError):
+    """A schedule's ``every`` is neither ``1h``, ``1d``, ``7d`` nor a valid 5-field
+    cron expression, or its ``notify`` is malformed; ``field`` names it."""
+
+    code = "INVALID_SCHEDULE"
+    api_status = 400
+    description = "every is not 1h, 1d, 7d or a 5-field cron expression, or notify is invalid"

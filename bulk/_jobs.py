@@ -25,8 +25,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, final
@@ -63,12 +64,15 @@ __all__ = [
     "RunnerConfig",
     "job_dir",
     "list_discovery",
+    "release_blobs",
+    "sweep_blobs",
     "url_rows",
 ]
 
 log = logging.getLogger("bulk.jobs")
 
 _IDLE_POLL: Final = 0.5
+_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 # The longest per-URL timeout an option set can ask for (ms): the lease of a URL
 # whose own options may raise the job's timeout must outlast it.
 _MAX_TIMEOUT_MS: Final = next(int(s.maximum or 0) for s in OPTION_SPECS if s.name == "timeout")
@@ -83,12 +87,15 @@ class RunnerConfig:
         download_ttl: Seconds a completed job's ZIP stays downloadable.
         max_attempts: Claims of one URL that may end without an answer (crashes).
         thumbnails: Make gallery thumbnails (the ZIP's ``index.html``).
+        blobs: Store images once by content here (``_write_image``; the service's
+            ``data_dir/blobs``); None: every job file is its own copy.
     """
 
     data_dir: Path
     download_ttl: int = 86400
     max_attempts: int = 3
     thumbnails: bool = True
+    blobs: Path | None = None
 
 
 @attrs.frozen
@@ -117,13 +124,74 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
     return data_dir / "jobs" / job_id
 
 
-def _write_image(path: Path, data: bytes) -> str:
+def _write_image(path: Path, data: bytes, blobs: Path | None = None) -> str:
+    """Write an image to ``path`` and return its sha256.
+
+    With ``blobs`` (the service's ``data_dir/blobs``), images are stored once by
+    content: ``blobs/<sha256[:2]>/<sha256>`` is the stored copy and ``path`` is one
+    more hard link to it, so the file system's link count is the reference count
+    (the store's own name plus one per job file). ``path`` gets this moment as its
+    modification time, what a ZIP entry's date is read from, as a file written now
+    would. Where links cannot be made, ``path`` is a copy of its own.
+    """
     # Atomic: a crash leaves either no file or the whole image, never a torn one.
+    digest = hashlib.sha256(data).hexdigest()
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    if blobs is not None:
+        blob = blobs / digest[:2] / digest
+        try:
+            os.link(blob, tmp)  # stored already: one more name for it
+        except FileNotFoundError:
+            _write_file(tmp, data)
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # stored meanwhile: ours stays apart
+                os.link(tmp, blob)
+        except OSError:  # no links here (another file system, a link limit)
+            _write_file(tmp, data)
+        else:
+            os.utime(tmp)
+    else:
+        _write_file(tmp, data)
     os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()
+    return digest
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def release_blobs(blobs: Path, digests: Iterable[str]) -> int:
+    """Delete the stored images of ``digests`` that no job file links to any more
+    (a link count of 1: only the store's own name). Returns how many were deleted.
+
+    A job that links one of them at the same moment keeps its own name for the data
+    (the unlink only removes the store's): nothing a job holds is ever lost.
+    """
+    deleted = 0
+    for digest in set(digests):
+        if not _DIGEST.fullmatch(digest):
+            continue
+        blob = blobs / digest[:2] / digest
+        try:
+            if os.stat(blob).st_nlink <= 1:
+                os.unlink(blob)
+                deleted += 1
+        except FileNotFoundError:
+            continue
+    return deleted
+
+
+def sweep_blobs(blobs: Path) -> int:
+    """``release_blobs`` for every stored image (at start: what a crash between a
+    job's deletion and its release, or an abandoned capture attempt, left)."""
+    if not blobs.is_dir():
+        return 0
+    return release_blobs(
+        blobs, (p.name for shard in blobs.iterdir() if shard.is_dir() for p in shard.iterdir())
+    )
 
 
 def _is_url_list(job: JobRow) -> bool:
@@ -488,7 +556,9 @@ class JobRunner:
         # Named by the lease, unique per claim: a stale worker can never overwrite the
         # file a settled row points to.
         name = f"{claim.seq:06d}-{claim.lease}.{ext}"
-        digest = await trio.to_thread.run_sync(_write_image, folder / "img" / name, shot.data)
+        digest = await trio.to_thread.run_sync(
+            _write_image, folder / "img" / name, shot.data, self.config.blobs
+        )
         facts = capture_facts(shot)
         extras = await self._write_extras(claim, shot, folder)
         if extras:
@@ -522,7 +592,9 @@ class JobRunner:
                 continue
             ext = entry.rsplit(".", 1)[-1]
             name = f"{claim.seq:06d}-{claim.lease}@{index}.{ext}"
-            digest = await trio.to_thread.run_sync(_write_image, folder / "img" / name, data)
+            digest = await trio.to_thread.run_sync(
+                _write_image, folder / "img" / name, data, self.config.blobs
+            )
             written.append(
                 {
                     "name": label,
@@ -594,9 +666,20 @@ class JobRunner:
         return size, digest, target
 
     async def delete_files(self, job: JobRow) -> None:
-        """Remove a job's folder (expiry)."""
+        """Remove a job's folder (expiry), then the stored images no other job's
+        files link to any more."""
         folder = job_dir(self.config.data_dir, job.id)
+        digests: list[str] = []
+        if self.config.blobs is not None:
+            for row in await self.ledger.urls(job.id):
+                if row.sha256:
+                    digests.append(row.sha256)
+                for extra in row.facts.get("extras") or ():
+                    if isinstance(extra, Mapping) and isinstance(extra.get("sha256"), str):
+                        digests.append(extra["sha256"])
         await trio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+        if self.config.blobs is not None:
+            await trio.to_thread.run_sync(release_blobs, self.config.blobs, digests)
 
 
 def _packaging_message(outcome: Contained) -> str:

@@ -11,7 +11,7 @@ the document and runs Schemathesis against a live ``bulk serve`` with it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ._actions import ACTIONS_JSON_SCHEMA
 from ._exceptions import error_table
@@ -241,6 +241,10 @@ def _job_status_schema(codes: list[str]) -> dict[str, Any]:
                 ["code", "message"],
                 {"code": {"type": "string", "enum": codes}, "message": _STR_OR_NULL},
             ),
+            "discovery": {
+                "type": ["object", "null"],
+                "description": "What discovery found, cut and skipped (null before it ran)",
+            },
         },
     )
 
@@ -485,6 +489,174 @@ def openapi_document(
                 param["style"] = "form"
                 param["explode"] = False
         query_options.append(param)
+    schedule_id = {
+        "name": "schedule_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    run_number = {"name": "run", "in": "path", "required": True, "schema": {"type": "string"}}
+    paging = [
+        {
+            "name": "page",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        },
+    ]
+    pagination = _obj(
+        ["page", "limit", "total", "pages"],
+        {"page": _INT, "limit": _INT, "total": _INT, "pages": _INT},
+    )
+    every = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 200,
+        "description": "`1h`, `1d`, `7d`, or a 5-field cron expression (UTC). The first "
+        "run is at creation; then one run per slot (a slot missed while the service was "
+        "down, or while the previous run was still going, runs once, late).",
+    }
+    notify = {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "properties": {
+            "min_change": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "maximum": 1,
+                "description": "A page counts as changed above this share of its pixels; "
+                "`bulk_job.changed` is sent when a page changed, was added or removed.",
+            }
+        },
+    }
+    schedule_create = {
+        **bulk_body,
+        "required": ["every"],
+        "properties": {
+            **cast(dict[str, Any], bulk_body["properties"]),
+            "every": every,
+            "notify": notify,
+        },
+        "description": "A bulk-job body (`url` | `sitemap_url` | `urls`, `options`) run "
+        "at every slot; `webhook_url` receives `bulk_job.changed`.",
+    }
+    schedule_patch = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "paused": {"type": "boolean"},
+            "every": every,
+            "webhook_url": {**url_field, "type": ["string", "null"]},
+            "webhookUrl": {**url_field, "type": ["string", "null"]},
+            "notify": notify,
+        },
+        "dependentSchemas": _one_spelling(("webhook_url", "webhookUrl")),
+    }
+    schedule = _obj(
+        [
+            "id",
+            "status",
+            "every",
+            "job",
+            "webhookUrl",
+            "notify",
+            "nextRunAt",
+            "runs",
+            "createdAt",
+            "updatedAt",
+            "runsUrl",
+        ],
+        {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"type": "string", "enum": ["active", "paused"]},
+            "every": _STR,
+            "job": {"type": "object", "description": "The bulk-job body, secrets masked"},
+            "webhookUrl": _STR_OR_NULL,
+            "notify": _obj(["min_change"], {"min_change": {"type": ["number", "null"]}}),
+            "nextRunAt": _STR_OR_NULL,
+            "runs": _INT,
+            "createdAt": _STR,
+            "updatedAt": _STR,
+            "runsUrl": _STR,
+        },
+    )
+    counts = _obj(
+        ["added", "removed", "changed", "unchanged", "failed"],
+        {k: _INT for k in ("added", "removed", "changed", "unchanged", "failed")},
+    )
+    run = _obj(
+        [
+            "run",
+            "slot",
+            "status",
+            "jobId",
+            "statusUrl",
+            "reason",
+            "comparedWith",
+            "changed",
+            "counts",
+            "changesUrl",
+            "createdAt",
+            "finishedAt",
+        ],
+        {
+            "run": _INT,
+            "slot": _STR,
+            "status": {
+                "type": "string",
+                "enum": ["claimed", "running", "completed", "failed", "skipped"],
+            },
+            "jobId": _STR_OR_NULL,
+            "statusUrl": _STR_OR_NULL,
+            "reason": {
+                "anyOf": [
+                    {"type": "null"},
+                    _obj(["code", "message"], {"code": _STR, "message": _STR_OR_NULL}),
+                ]
+            },
+            "comparedWith": _INT_OR_NULL,
+            "changed": {"type": ["boolean", "null"]},
+            "counts": {"anyOf": [{"type": "null"}, counts]},
+            "changesUrl": _STR_OR_NULL,
+            "createdAt": _STR,
+            "finishedAt": _STR_OR_NULL,
+        },
+    )
+    changes = {
+        "type": "object",
+        "required": ["scheduleId", "run", "jobId", "added", "removed", "changed", "unchanged"],
+        "properties": {
+            "scheduleId": _STR,
+            "run": _INT,
+            "jobId": _STR_OR_NULL,
+            "comparedWith": _INT_OR_NULL,
+            "added": {"type": "array", "items": _STR},
+            "removed": {"type": "array", "items": _STR},
+            "failed": {"type": "array", "items": _STR},
+            "changed": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["url", "changed_pixels", "share", "boxes"],
+                    "properties": {
+                        "url": _STR,
+                        "changed_pixels": _INT,
+                        "share": {"type": "number"},
+                        "boxes": {"type": "array"},
+                    },
+                },
+            },
+            "unchanged": _INT,
+            "counts": counts,
+        },
+    }
     health = _envelope(
         _obj(
             ["status", "version"],
@@ -725,6 +897,114 @@ def openapi_document(
                             "Deactivated", _envelope(_obj(["deactivated"], {"deactivated": _STR}))
                         ),
                         **errors(401, 429),
+                    },
+                }
+            },
+            "/schedules": {
+                "post": {
+                    "summary": "Schedule a bulk job: re-archived at every slot, each run "
+                    "compared with the previous one",
+                    "requestBody": body(schedule_create),
+                    "responses": {
+                        "201": ok("Schedule created", _envelope(schedule)),
+                        **errors(400, 401, 413, 429),
+                    },
+                },
+                "get": {
+                    "summary": "The account's schedules, newest first",
+                    "parameters": paging,
+                    "responses": {
+                        "200": ok(
+                            "Schedules",
+                            _obj(
+                                ["success", "data", "pagination"],
+                                {
+                                    "success": {"const": True},
+                                    "data": {"type": "array", "items": schedule},
+                                    "pagination": pagination,
+                                },
+                            ),
+                        ),
+                        **errors(400, 401, 429),
+                    },
+                },
+            },
+            "/schedules/{schedule_id}": {
+                "get": {
+                    "summary": "A schedule",
+                    "parameters": [schedule_id],
+                    "responses": {
+                        "200": ok("Schedule", _envelope(schedule)),
+                        **errors(401, 404, 429),
+                    },
+                },
+                "patch": {
+                    "summary": "Pause, resume, change the interval, webhook or notify",
+                    "parameters": [schedule_id],
+                    "requestBody": body(schedule_patch),
+                    "responses": {
+                        "200": ok("Schedule", _envelope(schedule)),
+                        **errors(400, 401, 404, 413, 429),
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a schedule (its runs' jobs stay)",
+                    "parameters": [schedule_id],
+                    "responses": {
+                        "200": ok(
+                            "Deleted",
+                            _envelope(
+                                _obj(["id", "deleted"], {"id": _STR, "deleted": {"const": True}})
+                            ),
+                        ),
+                        **errors(401, 404, 429),
+                    },
+                },
+            },
+            "/schedules/{schedule_id}/runs": {
+                "get": {
+                    "summary": "A schedule's runs, newest first",
+                    "parameters": [schedule_id, *paging],
+                    "responses": {
+                        "200": ok(
+                            "Runs",
+                            _obj(
+                                ["success", "data", "pagination"],
+                                {
+                                    "success": {"const": True},
+                                    "data": {"type": "array", "items": run},
+                                    "pagination": pagination,
+                                },
+                            ),
+                        ),
+                        **errors(400, 401, 404, 429),
+                    },
+                }
+            },
+            "/schedules/{schedule_id}/runs/{run}/changes": {
+                "get": {
+                    "summary": "What changed since the previous completed run (JSON; "
+                    "format=html: the report, images inline)",
+                    "parameters": [
+                        schedule_id,
+                        run_number,
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["json", "html"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The change summary, or the HTML report",
+                            "content": {
+                                "application/json": {"schema": _envelope(changes)},
+                                "text/html": {"schema": {"type": "string"}},
+                            },
+                            "headers": dict(rate_headers),
+                        },
+                        **errors(400, 401, 404, 429),
                     },
                 }
             },

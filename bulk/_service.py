@@ -4,7 +4,8 @@ in one trio process, started from our own ``trio.run``.
     serve(config, shutdown)
       ledger (one writer; secrets key in data_dir) ─ fetcher (httpx, policy) ─
       BrowserPool (Chromium, proxy)
-      background nursery: JobRunner.serve, sweeper, deliver_webhooks (_webhooks.py)
+      background nursery: JobRunner.serve, sweeper, deliver_webhooks (_webhooks.py),
+        run_schedules (_schedules.py)
       web nursery: hypercorn (trio worker) serving create_app(state): the JSON API
         under /api/v1 and the dashboard (bulk/_dashboard) at /
 
@@ -36,10 +37,11 @@ from ._api import ApiConfig, ServiceState, create_app
 from ._capture import BrowserPool, PoolConfig
 from ._dashboard import dashboard
 from ._fetch import open_fetcher
-from ._jobs import JobRunner, RunnerConfig
+from ._jobs import JobRunner, RunnerConfig, sweep_blobs
 from ._ledger import Ledger, SecretBox
 from ._listeners import own_listener
 from ._policy import EgressPolicy
+from ._schedules import SchedulerConfig, run_schedules
 from ._util import contained, hold_lock
 from ._webhooks import WEBHOOK_BACKOFF, WebhookConfig, deliver_webhooks, webhook_signature
 
@@ -49,6 +51,9 @@ log = logging.getLogger("bulk.service")
 
 #: The file in ``data_dir`` that holds the key sealing jobs' cookies and headers.
 KEY_FILE: Final = "secrets.key"
+#: Where jobs' images are stored once by content (``_jobs._write_image``): identical
+#: images of successive runs, or of any jobs, take their space once.
+BLOBS: Final = "blobs"
 
 
 @attrs.frozen(kw_only=True)
@@ -59,7 +64,8 @@ class ServiceConfig:
         host, port: Where to listen (port 0: any free port; the bound address is
             passed to ``task_status.started``).
         db: The ledger database. One ``bulk serve`` per database (a lock file).
-        data_dir: Job files (images, ZIPs) live under ``data_dir/jobs``.
+        data_dir: Job files (images, ZIPs) live under ``data_dir/jobs``; images
+            are stored once by content under ``data_dir/blobs`` and linked there.
         pool: Chromium settings.
         policy: The egress policy for every request made on a user's behalf.
         download_ttl: Seconds a completed job's ZIP stays downloadable.
@@ -69,6 +75,9 @@ class ServiceConfig:
         webhook_backoff: Seconds before each webhook retry (``WebhookConfig``).
         webhooks: The rest of webhook delivery (its ``backoff`` is replaced by
             ``webhook_backoff``).
+        schedule_seconds: Seconds between every schedule's slots, whatever its
+            ``every`` (``BULK_SCHEDULE_SECONDS``: tests and operators only).
+        schedule_poll: Seconds between the scheduler's looks at the ledger.
     """
 
     host: str = "127.0.0.1"
@@ -83,6 +92,8 @@ class ServiceConfig:
     sweep_interval: float = 60.0
     webhook_backoff: tuple[float, ...] = WEBHOOK_BACKOFF
     webhooks: WebhookConfig = attrs.field(factory=WebhookConfig)
+    schedule_seconds: float | None = None
+    schedule_poll: float = 1.0
 
 
 async def serve(
@@ -122,8 +133,14 @@ async def serve(
                 ledger,
                 pool,
                 config.policy,
-                RunnerConfig(data_dir=config.data_dir, download_ttl=config.download_ttl),
+                RunnerConfig(
+                    data_dir=config.data_dir,
+                    download_ttl=config.download_ttl,
+                    blobs=config.data_dir / BLOBS,
+                ),
             )
+            with contained(log, "releasing unused stored images"):
+                await trio.to_thread.run_sync(sweep_blobs, config.data_dir / BLOBS)
             state = ServiceState(
                 ledger=ledger,
                 pool=pool,
@@ -131,7 +148,7 @@ async def serve(
                 runner=runner,
                 policy=config.policy,
                 data_dir=config.data_dir,
-                config=config.api,
+                config=attrs.evolve(config.api, schedule_seconds=config.schedule_seconds),
             )
             app = create_app(state, pages=dashboard)
             hconfig = HypercornConfig()
@@ -143,6 +160,11 @@ async def serve(
                 await background.start(runner.serve)
                 background.start_soon(_sweeper, ledger, runner, config.sweep_interval)
                 await background.start(deliver_webhooks, ledger, config.policy, webhooks)
+                await background.start(
+                    run_schedules,
+                    state,
+                    SchedulerConfig(override=config.schedule_seconds, poll=config.schedule_poll),
+                )
                 async with trio.open_nursery() as web:
                     binds = await web.start(
                         functools.partial(

@@ -1,4 +1,5 @@
-"""Webhook delivery: job-ended callbacks from the ledger's queue, signed, concurrent.
+"""Webhook delivery: job-ended (and schedule-run-changed) callbacks from the ledger's
+queue, signed, concurrent.
 
     ledger.deliveries (indexed queue of pending rows; one per ended job with a URL)
       -> deliver_webhooks: every ``poll`` seconds, the due rows not being sent
@@ -172,9 +173,11 @@ class _Sender:
             )
             return
         account = await self.ledger.account(job.account_id)
-        body = json.dumps(
-            {"event": delivery.event, "data": job_status_body(job)}, separators=(",", ":")
-        ).encode()
+        data = job_status_body(job)
+        if delivery.payload is not None:
+            # bulk_job.changed: the schedule, the run and its change summary.
+            data.update(delivery.payload)
+        body = json.dumps({"event": delivery.event, "data": data}, separators=(",", ":")).encode()
         timestamp = int(time.time())
         try:
             request = self.client.build_request(

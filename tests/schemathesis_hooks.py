@@ -37,6 +37,7 @@ SAFE: dict[str, list[str]] = {
 }
 ALLOWED = {u for urls in SAFE.values() for u in urls} | {""}
 SELECTORS = ["h1", "#main", "body", "p.lead"]
+EVERY = ["1h", "1d", "7d", "0 3 * * 1"]
 BLOCK = [".banner", "#nothing-here", "footer"]
 # Capture scripts that work on the site (a generated one would click what is not
 # there, or go to a URL off this machine).
@@ -64,6 +65,20 @@ def before_load_schema(context: Any, raw_schema: dict[str, Any]) -> None:
     urls = bulk["schema"]["properties"]["urls"]
     urls["items"]["anyOf"][0] = {"type": "string", "enum": PAGES}
     urls["items"]["anyOf"][1]["properties"]["url"] = {"type": "string", "enum": PAGES}
+    # Schedules: the same body (their first run is a capture of the loopback site),
+    # and intervals that are valid (a generated cron string mostly is not).
+    for method in ("post", "patch"):
+        operation = paths["/schedules" if method == "post" else "/schedules/{schedule_id}"]
+        schema = operation[method]["requestBody"]["content"]["application/json"]["schema"]
+        _narrow(schema["properties"], capture=False)
+        schema["properties"]["every"] = {"type": "string", "enum": EVERY}
+        if method == "patch":  # null removes the webhook
+            for name in ("webhook_url", "webhookUrl"):
+                schema["properties"][name] = {"enum": [*SAFE[name], None]}
+        if "urls" in schema["properties"]:
+            items = schema["properties"]["urls"]["items"]["anyOf"]
+            items[0] = {"type": "string", "enum": PAGES}
+            items[1]["properties"]["url"] = {"type": "string", "enum": PAGES}
     shot = paths["/screenshot"]["post"]["requestBody"]["content"]["application/json"]
     _narrow(shot["schema"]["properties"], capture=True)
     # HTML input is rendered by the capture engine (its own tests); here every

@@ -9,7 +9,8 @@ capture keeps its slot even when it fails). No stack trace ever reaches a client
 keys never reach a log line.
 
 The package: ``_core`` (state, parsing, ``_Endpoint``), ``_bulk`` (bulk jobs),
-``_shots`` (single screenshots), ``_accounts`` (accounts, keys, health); the routes
+``_shots`` (single screenshots), ``_accounts`` (accounts, keys, health),
+``_schedules`` (schedules, their runs and change reports); the routes
 and the app are here.
 """
 
@@ -51,6 +52,15 @@ from ._core import (
     _error,
     log,
     status_of,
+)
+from ._schedules import (
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    list_runs,
+    list_schedules,
+    patch_schedule,
+    run_changes,
 )
 from ._shots import screenshot_get, screenshot_post
 
@@ -154,6 +164,26 @@ def create_app(
         Route(f"{base}/account", ep(account_info, None), methods=["GET"]),
         Route(f"{base}/api-keys", ep(create_api_key, None), methods=["POST"]),
         Route(f"{base}/api-keys/{{key}}", ep(deactivate_api_key, None), methods=["DELETE"]),
+        Route(
+            f"{base}/schedules",
+            _by_method(GET=ep(list_schedules, None), POST=ep(create_schedule, None)),
+            methods=["GET", "POST"],
+        ),
+        Route(
+            f"{base}/schedules/{{schedule_id}}",
+            _by_method(
+                GET=ep(get_schedule, None),
+                PATCH=ep(patch_schedule, None),
+                DELETE=ep(delete_schedule, None),
+            ),
+            methods=["GET", "PATCH", "DELETE"],
+        ),
+        Route(f"{base}/schedules/{{schedule_id}}/runs", ep(list_runs, None), methods=["GET"]),
+        Route(
+            f"{base}/schedules/{{schedule_id}}/runs/{{run}}/changes",
+            ep(run_changes, None),
+            methods=["GET"],
+        ),
         Route(f"{base}/health", ep(health, None, auth=False), methods=["GET"]),
         Route(f"{base}/openapi.json", ep(openapi, None, auth=False), methods=["GET"]),
     ]

@@ -3,6 +3,7 @@ its status, its ZIP."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from datetime import date
@@ -52,6 +53,32 @@ from ._core import (
 async def create_bulk(request: Request, state: ServiceState, account: Account | None) -> Response:
     assert account is not None
     body = _object(await _json_body(request), "body")
+    parsed = bulk_order(body, state)
+    idem = request.headers.get("idempotency-key")
+    if idem is not None and not _IDEMPOTENCY_KEY.match(idem):
+        raise ValidationError(
+            "Idempotency-Key must be 1-255 characters of A-Z a-z 0-9 _ . : -",
+            field="Idempotency-Key",
+        )
+    order = attrs.evolve(parsed, idempotency_key=idem, request_hash=_request_hash(body))
+    job = await start_bulk_job(request, state, account, order)
+    if job.replayed:
+        # An earlier request (or one at the same moment) with this key and body made it.
+        return await _replayed(request, state, account, job)
+    balance = (await state.ledger.account(account.id)).balance
+    return JSONResponse(_created_body(job, balance), status_code=202)
+
+
+def bulk_order(body: dict[str, Any], state: ServiceState) -> BulkOrder:
+    """The job a ``POST /bulk-screenshot`` body asks for, every field checked (and a
+    URL list's every item, against the URL policy); no request is made.
+
+    Schedules keep such a body and make each run's job from it.
+
+    Raises:
+        ValidationError: A field is unknown, missing, given twice or invalid.
+        InvalidURL, URLBlocked: An item of a URL list is refused.
+    """
     unknown = set(body) - {
         "url",
         "sitemap_url",
@@ -87,28 +114,14 @@ async def create_bulk(request: Request, state: ServiceState, account: Account | 
         if webhook_fields
         else None
     )
-    idem = request.headers.get("idempotency-key")
-    if idem is not None and not _IDEMPOTENCY_KEY.match(idem):
-        raise ValidationError(
-            "Idempotency-Key must be 1-255 characters of A-Z a-z 0-9 _ . : -",
-            field="Idempotency-Key",
-        )
-    order = BulkOrder(
+    return BulkOrder(
         target=target,
         field=field,
         max_pages=max_pages,
         options=options,
         url_list=url_list,
         webhook_url=webhook,
-        idempotency_key=idem,
-        request_hash=_request_hash(body),
     )
-    job = await start_bulk_job(request, state, account, order)
-    if job.replayed:
-        # An earlier request (or one at the same moment) with this key and body made it.
-        return await _replayed(request, state, account, job)
-    balance = (await state.ledger.account(account.id)).balance
-    return JSONResponse(_created_body(job, balance), status_code=202)
 
 
 @attrs.frozen(kw_only=True)
@@ -141,7 +154,7 @@ class BulkOrder:
 
 
 async def start_bulk_job(
-    request: Request, state: ServiceState, account: Account, order: BulkOrder
+    request: Request | None, state: ServiceState, account: Account, order: BulkOrder
 ) -> JobRow:
     """Check, discover and create a bulk job, and wake the runner: the one way a job
     is made over HTTP (the JSON API and the dashboard both call it).
@@ -149,7 +162,8 @@ async def start_bulk_job(
     Checks run in the documented order after validation: URL policy, an earlier job
     with the same idempotency key, credits; then discovery runs in the request
     (``_doing_work``: the request keeps its rate-limit slots from here on) and the
-    ledger reserves one credit per URL.
+    ledger reserves one credit per URL. A schedule's run (``request`` None) is made
+    the same way, outside any request: no rate limit applies to it.
 
     Returns:
         The new job, or (``replayed`` set) the earlier job of the same key and hash.
@@ -180,7 +194,12 @@ async def start_bulk_job(
         if not job.replayed:
             state.runner.wake()
         return job
-    with _doing_work(request, state, account, "discovery"):
+    working = (
+        _doing_work(request, state, account, "discovery")
+        if request is not None
+        else contextlib.nullcontext()
+    )
+    with working:
         # The default budget (100 sitemap documents); past maxPages, only a little
         # counting for discovery.found, so one request's parsing stays small.
         limits = DiscoverLimits(

@@ -64,6 +64,9 @@ class ApiConfig:
     discovery_timeout: float = 60.0
     starter_credits: int = STARTER_CREDITS
     clock: Callable[[], float] = time.time
+    #: Seconds between every schedule's slots (``BULK_SCHEDULE_SECONDS``, tests and
+    #: operators only); None: as each schedule's ``every`` says.
+    schedule_seconds: float | None = None
 
 
 @attrs.define(kw_only=True)
@@ -104,8 +107,8 @@ def _error(exc: BulkError) -> JSONResponse:
 async def _raw_body(request: Request) -> bytes:
     """The request body, at most ``MAX_BODY`` bytes, read once per request.
 
-    The endpoints that take a URL list (``/bulk-screenshot``) or an HTML document
-    (``/screenshot``) take up to ``MAX_LARGE_BODY`` bytes.
+    The endpoints that take a URL list (``/bulk-screenshot``, ``/schedules``) or an
+    HTML document (``/screenshot``) take up to ``MAX_LARGE_BODY`` bytes.
 
     Kept (or the refusal kept) on ``request.state``: the replay check and the handler
     both read it, and a half-consumed stream cannot be read twice.
@@ -120,7 +123,7 @@ async def _raw_body(request: Request) -> bytes:
         return kept
     limit = (
         MAX_LARGE_BODY
-        if request.url.path.endswith(("/bulk-screenshot", "/screenshot"))
+        if request.url.path.endswith(("/bulk-screenshot", "/screenshot", "/schedules"))
         else MAX_BODY
     )
     try:

@@ -91,6 +91,7 @@ def serve(
         policy=policy,
         download_ttl=settings.download_ttl_seconds,
         api=ApiConfig(rate_limits=limits),
+        schedule_seconds=settings.schedule_seconds,
     )
 
     async def main() -> None:

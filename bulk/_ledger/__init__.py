@@ -7,6 +7,7 @@ SQLite file whose schema enforces the money rules.
     _jobs         create, grow, move and fail jobs                   (writes)
     _leases       claim, finish, release, recover: settlement        (writes)
     _deliveries   the webhook delivery queue
+    _schedules    schedules, their slots and runs                   (writes, reads)
     _reads        jobs with their counts, URL rows, accounts          (reads)
     _audit        proves every rule on the whole file
     _secrets      cookie and header values sealed while a job runs
@@ -41,6 +42,7 @@ from ._records import (
     iso,
     parse_iso,
 )
+from ._schedules import NewSchedule, RunRow, ScheduleRow
 from ._schema import migrations
 from ._secrets import SecretBox
 
@@ -57,7 +59,10 @@ __all__ = [
     "JobStatus",
     "Ledger",
     "NewJob",
+    "NewSchedule",
     "NewUrl",
+    "RunRow",
+    "ScheduleRow",
     "SecretBox",
     "UrlResult",
     "UrlRow",

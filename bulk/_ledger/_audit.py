@@ -125,13 +125,16 @@ def _delivery_and_secret_problems(conn: sqlite3.Connection) -> list[str]:
     for (job_id,) in conn.execute(
         "SELECT j.id FROM jobs j WHERE j.webhook_url IS NOT NULL "
         "AND j.status IN ('completed', 'failed', 'expired') "
-        "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id)"
+        "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id "
+        "AND d.event != 'bulk_job.changed')"
     ):
         problems.append(f"job {job_id}: ended without a webhook delivery")
     for (delivery_id, job_id) in conn.execute(
         "SELECT d.id, d.job_id FROM deliveries d LEFT JOIN jobs j ON j.id = d.job_id "
-        "WHERE j.id IS NULL OR j.webhook_url IS NOT d.url "
-        "OR j.status NOT IN ('completed', 'failed', 'expired')"
+        "WHERE j.id IS NULL OR (d.event != 'bulk_job.changed' AND ("
+        " j.webhook_url IS NOT d.url OR j.status NOT IN ('completed', 'failed', 'expired')))"
+        " OR (d.event = 'bulk_job.changed' AND (j.status NOT IN ('completed', 'expired')"
+        " OR NOT EXISTS (SELECT 1 FROM schedule_runs r WHERE r.job_id = d.job_id)))"
     ):
         problems.append(f"delivery {delivery_id}: does not announce the end of job {job_id}")
     for (job_id,) in conn.execute(
@@ -145,6 +148,29 @@ def _delivery_and_secret_problems(conn: sqlite3.Connection) -> list[str]:
         f"OR (u.options IS NOT NULL AND {holds_secrets_sql('u.options', 'NULL')})"
     ):
         problems.append(f"job {job_id}: a URL row holds cookie or header values it may not")
+    return problems
+
+
+def _schedule_problems(conn: sqlite3.Connection) -> list[str]:
+    """Schedules (m009): one run per slot, one open run per schedule, each run's job
+    made for that run (its idempotency key names it)."""
+    problems: list[str] = []
+    for schedule_id, slot in conn.execute(
+        "SELECT schedule_id, slot FROM schedule_runs GROUP BY schedule_id, slot "
+        "HAVING COUNT(*) > 1"
+    ):
+        problems.append(f"schedule {schedule_id}: slot {slot} ran more than once")
+    for (schedule_id,) in conn.execute(
+        "SELECT schedule_id FROM schedule_runs WHERE state IN ('claimed', 'running') "
+        "GROUP BY schedule_id HAVING COUNT(*) > 1"
+    ):
+        problems.append(f"schedule {schedule_id}: more than one open run")
+    for schedule_id, run in conn.execute(
+        "SELECT r.schedule_id, r.run FROM schedule_runs r LEFT JOIN jobs j ON j.id = r.job_id "
+        "WHERE r.job_id IS NOT NULL AND (j.id IS NULL OR j.idempotency_key IS NOT "
+        "('schedule:' || r.schedule_id || ':' || r.run))"
+    ):
+        problems.append(f"schedule {schedule_id}: run {run} has a job made for another run")
     return problems
 
 
@@ -162,7 +188,8 @@ class Audit(LedgerCore):
         an ok row's job failed; no job is left pending or processing with no work;
         every ended job with a webhook has its delivery, and every delivery an
         ended job; no ended job holds a cookie or header value (nor do its URL
-        rows), and no URL row's options hold one unmasked.
+        rows), and no URL row's options hold one unmasked; no schedule slot ran
+        twice, no schedule has two open runs, and each run's job is its own.
         """
         now = self.clock()
 
@@ -174,6 +201,7 @@ class Audit(LedgerCore):
             account_problems, accounts = _account_problems(conn)
             job_problems, jobs = _job_problems(conn, now)
             problems += account_problems + job_problems + _delivery_and_secret_problems(conn)
+            problems += _schedule_problems(conn)
             return AuditReport(
                 ok=not problems,
                 problems=tuple(problems),

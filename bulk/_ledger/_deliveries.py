@@ -1,30 +1,42 @@
 """The webhook delivery queue: which callbacks are due, attempts, final states.
 
 A job that ends with a ``webhook_url`` gets one ``deliveries`` row, by trigger
-(schema m004). The sender (``bulk/_webhooks.py``) asks for the due rows (an
-indexed range over pending rows only, so its work follows the queue, not the
-history), counts an attempt before each send (a send the process dies in counts,
-so a callback that kills its sender cannot do it forever), and records how each
-attempt ended: delivered and failed are final.
+(schema m004); a schedule run that changed gets one ``bulk_job.changed`` row with
+its summary as ``payload`` (m009, written by ``_schedules``). The sender
+(``bulk/_webhooks.py``) asks for the due rows (an indexed range over pending rows
+only, so its work follows the queue, not the history), counts an attempt before
+each send (a send the process dies in counts, so a callback that kills its sender
+cannot do it forever), and records how each attempt ended: delivered and failed
+are final.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Collection
+from typing import Final
 
 from ._connection import LedgerCore, immediate
 from ._records import Delivery, iso
 
-__all__ = ["DUE_SQL", "Deliveries"]
+__all__ = ["CHANGED", "DUE_SQL", "Deliveries"]
+
+#: The event of a schedule run that changed (m009): its delivery carries a payload
+#: and goes to the schedule's webhook URL, not the job's.
+CHANGED: Final = "bulk_job.changed"
 
 #: The poll of the queue (``{skip}``: the ids being sent). It reads the partial
 #: index ``deliveries_due``: pending rows only, due ones first (a test checks the
 #: plan), so delivered and failed history is never read again.
 DUE_SQL = (
-    "SELECT id, job_id, url, event, attempts, due_at FROM deliveries "
+    "SELECT id, job_id, url, event, attempts, due_at, payload FROM deliveries "
     "WHERE state = 'pending' AND due_at <= ?{skip} ORDER BY due_at, id LIMIT ?"
 )
+
+
+def _payload(text: str | None) -> dict[str, object] | None:
+    return json.loads(text) if text else None
 
 
 def _not_in(ids: Collection[int]) -> tuple[str, list[int]]:
@@ -48,7 +60,9 @@ class Deliveries(LedgerCore):
 
         def q(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(DUE_SQL.format(skip=skip), [now, *args, limit]).fetchall()
-            return [Delivery(**dict(r)) for r in rows]
+            return [
+                Delivery(**{**dict(r), "payload": _payload(r["payload"])}) for r in rows
+            ]
 
         return await self._read(q)
 
@@ -79,7 +93,8 @@ class Deliveries(LedgerCore):
         def tx(conn: sqlite3.Connection) -> int | None:
             with immediate(conn):
                 row = conn.execute(
-                    "SELECT attempts, job_id FROM deliveries WHERE id = ? AND state = 'pending'",
+                    "SELECT attempts, job_id, event FROM deliveries "
+                    "WHERE id = ? AND state = 'pending'",
                     (delivery_id,),
                 ).fetchone()
                 if row is None:
@@ -90,9 +105,11 @@ class Deliveries(LedgerCore):
                         "last_error = COALESCE(last_error, 'INTERRUPTED') WHERE id = ?",
                         (now, delivery_id),
                     )
-                    conn.execute(
-                        "UPDATE jobs SET webhook_state = 'failed' WHERE id = ?", (row["job_id"],)
-                    )
+                    if row["event"] != CHANGED:
+                        conn.execute(
+                            "UPDATE jobs SET webhook_state = 'failed' WHERE id = ?",
+                            (row["job_id"],),
+                        )
                     return None
                 (attempt,) = conn.execute(
                     "UPDATE deliveries SET attempts = attempts + 1 WHERE id = ? "
@@ -135,7 +152,7 @@ class Deliveries(LedgerCore):
                 row = conn.execute(
                     "UPDATE deliveries SET state = ?, last_error = COALESCE(?, last_error), "
                     "due_at = COALESCE(?, due_at), finished_at = ? "
-                    "WHERE id = ? AND state = 'pending' RETURNING job_id, attempts",
+                    "WHERE id = ? AND state = 'pending' RETURNING job_id, attempts, event",
                     (
                         state,
                         reason,
@@ -146,6 +163,8 @@ class Deliveries(LedgerCore):
                 ).fetchone()
                 if row is None:
                     return False
+                if row["event"] == CHANGED:
+                    return True  # the job's own webhook_state is about its end event
                 # jobs.webhook_state mirrors the queue for readers of the job row.
                 conn.execute(
                     "UPDATE jobs SET webhook_state = ? WHERE id = ?",

@@ -15,13 +15,16 @@ from ._deliveries import Deliveries
 from ._jobs import JobWrites
 from ._leases import Leases
 from ._reads import Reads
+from ._schedules import ScheduleWrites
 from ._server import ServerSecrets
 
 __all__ = ["Ledger"]
 
 
 @final
-class Ledger(AccountWrites, JobWrites, Leases, Deliveries, Reads, Audit, ServerSecrets):
+class Ledger(
+    AccountWrites, JobWrites, Leases, Deliveries, Reads, Audit, ServerSecrets, ScheduleWrites
+):
     """The ledger of one SQLite file. Open it with ``Ledger.open``.
 
     Args:

@@ -239,6 +239,9 @@ class Delivery:
     event: str
     attempts: int
     due_at: float
+    #: What a ``bulk_job.changed`` event adds to the job's status (schedule, run,
+    #: change summary); None for the end events.
+    payload: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -20,6 +20,10 @@ The schema itself enforces the rules, so no caller can get them wrong:
   the per-URL ones of a URL-list job (m007), whose options columns hold them
   masked only.
 - A server secret (m008: the dashboard's session key) is never changed in place.
+- A schedule's slot runs at most once (m009: a unique (schedule, slot) run row,
+  claimed with the move of ``next_at``); one run per schedule is open at a time; a
+  finished run is final; a change webhook (``bulk_job.changed``) is queued only for
+  a completed run of a schedule with that webhook URL, once per job.
 
 Migrations already released never change (existing databases must open); a new
 rule is a new migration. ``bulk admin audit`` (``_audit.py``) proves each rule.
@@ -545,6 +549,174 @@ def m008_server_secrets_and_job_list(db: Database) -> None:
 
         -- The dashboard's job list: an account's jobs of a kind, newest first.
         CREATE INDEX jobs_account_newest ON jobs(account_id, kind, created_at);
+        """
+    )
+
+
+@migrations()
+def m009_schedules_and_change_deliveries(db: Database) -> None:
+    # Schedules (issue 17): a bulk-job body run again at every slot. ``body`` is the
+    # request as given, cookie and header values masked; ``secrets`` holds the whole
+    # body sealed (AES-GCM, bound to "schedule:<id>") when it has any. ``next_at``
+    # is the next slot (Unix time), set exactly while the schedule is active.
+    # ``anchor``: where interval slots count from (creation, or a change of every).
+    # ``baseline_run``: the last completed run, what the next one is compared with.
+    #
+    # A run is one slot: the UNIQUE (schedule_id, slot) row is claimed in the same
+    # transaction that moves ``next_at`` on, so a slot is never run twice, whatever
+    # crashes; one run at most is open (claimed or running) per schedule. A run's
+    # job is made with the idempotency key "schedule:<id>:<run>": a crash between the
+    # claim and the job leaves a claimed run whose job, made again, is the same one.
+    db.executescript(
+        """
+        CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            api_key_id INTEGER NOT NULL REFERENCES api_keys(id),
+            body TEXT NOT NULL CHECK (json_valid(body)),
+            secrets TEXT,
+            every TEXT NOT NULL CHECK (length(every) BETWEEN 1 AND 200),
+            webhook_url TEXT,
+            min_change REAL CHECK (min_change IS NULL OR min_change BETWEEN 0 AND 1),
+            state TEXT NOT NULL CHECK (state IN ('active', 'paused', 'deleted')),
+            next_at REAL,
+            anchor REAL NOT NULL,
+            baseline_run INTEGER,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            CHECK ((state = 'active') = (next_at IS NOT NULL))
+        );
+        CREATE INDEX schedules_due ON schedules(next_at) WHERE state = 'active';
+        CREATE INDEX schedules_account ON schedules(account_id, created_at);
+        CREATE TRIGGER schedules_deleted_final BEFORE UPDATE ON schedules
+        WHEN OLD.state = 'deleted' AND (NEW.state != 'deleted' OR NEW.secrets IS NOT NULL)
+        BEGIN SELECT RAISE(ABORT, 'a deleted schedule stays deleted'); END;
+        CREATE TRIGGER schedules_no_delete BEFORE DELETE ON schedules
+        BEGIN SELECT RAISE(ABORT, 'schedules are kept (state deleted)'); END;
+
+        CREATE TABLE schedule_runs (
+            schedule_id TEXT NOT NULL REFERENCES schedules(id),
+            run INTEGER NOT NULL CHECK (run >= 1),
+            slot REAL NOT NULL,
+            state TEXT NOT NULL CHECK (state IN
+                ('claimed', 'running', 'completed', 'failed', 'skipped')),
+            job_id TEXT UNIQUE REFERENCES jobs(id),
+            reason_code TEXT,
+            reason TEXT,
+            compared_with INTEGER,
+            changes TEXT CHECK (changes IS NULL OR json_valid(changes)),
+            changed INTEGER CHECK (changed IN (0, 1)),
+            report TEXT,
+            created_at TEXT NOT NULL,
+            finished_at TEXT,
+            PRIMARY KEY (schedule_id, run),
+            UNIQUE (schedule_id, slot),
+            CHECK (state != 'skipped' OR (job_id IS NULL AND reason_code IS NOT NULL)),
+            CHECK (state NOT IN ('running', 'completed') OR job_id IS NOT NULL),
+            CHECK ((state IN ('claimed', 'running')) = (finished_at IS NULL))
+        );
+        CREATE UNIQUE INDEX schedule_runs_one_open ON schedule_runs(schedule_id)
+            WHERE state IN ('claimed', 'running');
+        CREATE TRIGGER schedule_runs_final BEFORE UPDATE ON schedule_runs
+        WHEN OLD.state IN ('completed', 'failed', 'skipped')
+        BEGIN SELECT RAISE(ABORT, 'a finished run is final'); END;
+        CREATE TRIGGER schedule_runs_fixed BEFORE UPDATE OF schedule_id, run, slot ON schedule_runs
+        WHEN NEW.schedule_id IS NOT OLD.schedule_id OR NEW.run IS NOT OLD.run
+             OR NEW.slot IS NOT OLD.slot
+        BEGIN SELECT RAISE(ABORT, 'a run''s schedule, number and slot are fixed'); END;
+        CREATE TRIGGER schedule_runs_job_fixed BEFORE UPDATE OF job_id ON schedule_runs
+        WHEN OLD.job_id IS NOT NULL AND NEW.job_id IS NOT OLD.job_id
+        BEGIN SELECT RAISE(ABORT, 'a run''s job is fixed once made'); END;
+        CREATE TRIGGER schedule_runs_no_delete BEFORE DELETE ON schedule_runs
+        BEGIN SELECT RAISE(ABORT, 'runs are kept'); END;
+        """
+    )
+    # The delivery queue learns a third event, ``bulk_job.changed`` (a schedule run
+    # that changed: its ``payload`` is the change summary, sent to the schedule's
+    # webhook_url). One end event and one change event per job at most. SQLite
+    # cannot change a CHECK in place: the table is rebuilt (the jobs triggers that
+    # insert into it are dropped first and made again, unchanged).
+    db.executescript(
+        """
+        DROP TRIGGER jobs_announce_end;
+        DROP TRIGGER jobs_announce_born_ended;
+        CREATE TABLE deliveries_m009 (
+            id INTEGER PRIMARY KEY,
+            job_id TEXT NOT NULL REFERENCES jobs(id),
+            url TEXT NOT NULL,
+            event TEXT NOT NULL CHECK (event IN
+                ('bulk_job.completed', 'bulk_job.failed', 'bulk_job.changed')),
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'delivered', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            due_at REAL NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            finished_at TEXT,
+            payload TEXT CHECK (payload IS NULL OR json_valid(payload)),
+            CHECK ((state = 'pending') = (finished_at IS NULL)),
+            CHECK (state != 'failed' OR last_error IS NOT NULL),
+            CHECK ((event = 'bulk_job.changed') = (payload IS NOT NULL))
+        );
+        INSERT INTO deliveries_m009 (id, job_id, url, event, state, attempts, due_at,
+                                     last_error, created_at, finished_at)
+            SELECT id, job_id, url, event, state, attempts, due_at, last_error,
+                   created_at, finished_at FROM deliveries;
+        DROP TABLE deliveries;
+        ALTER TABLE deliveries_m009 RENAME TO deliveries;
+        CREATE UNIQUE INDEX deliveries_end_once ON deliveries(job_id)
+            WHERE event != 'bulk_job.changed';
+        CREATE UNIQUE INDEX deliveries_change_once ON deliveries(job_id)
+            WHERE event = 'bulk_job.changed';
+        CREATE INDEX deliveries_due ON deliveries(due_at, id) WHERE state = 'pending';
+
+        CREATE TRIGGER jobs_announce_end AFTER UPDATE OF status ON jobs
+        WHEN NEW.status IN ('completed', 'failed') AND OLD.status != NEW.status
+             AND NEW.webhook_url IS NOT NULL
+        BEGIN
+            INSERT OR IGNORE INTO deliveries (job_id, url, event, created_at)
+            VALUES (NEW.id, NEW.webhook_url,
+                    CASE NEW.status WHEN 'completed' THEN 'bulk_job.completed'
+                                    ELSE 'bulk_job.failed' END,
+                    strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+        END;
+        CREATE TRIGGER jobs_announce_born_ended AFTER INSERT ON jobs
+        WHEN NEW.status IN ('completed', 'failed') AND NEW.webhook_url IS NOT NULL
+        BEGIN
+            INSERT OR IGNORE INTO deliveries (job_id, url, event, created_at)
+            VALUES (NEW.id, NEW.webhook_url,
+                    CASE NEW.status WHEN 'completed' THEN 'bulk_job.completed'
+                                    ELSE 'bulk_job.failed' END,
+                    strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+        END;
+
+        -- An end event announces an ended job to that job's webhook_url; a change
+        -- event, a completed schedule run to its schedule's. Both are born pending.
+        CREATE TRIGGER deliveries_for_ended_jobs BEFORE INSERT ON deliveries
+        WHEN NEW.state != 'pending' OR NEW.attempts != 0
+          OR (NEW.event != 'bulk_job.changed' AND NOT EXISTS (
+                SELECT 1 FROM jobs WHERE id = NEW.job_id AND webhook_url = NEW.url
+                  AND status IN ('completed', 'failed', 'expired')))
+          OR (NEW.event = 'bulk_job.changed' AND NOT EXISTS (
+                SELECT 1 FROM schedule_runs r
+                JOIN schedules s ON s.id = r.schedule_id
+                JOIN jobs j ON j.id = r.job_id
+                WHERE r.job_id = NEW.job_id AND s.webhook_url = NEW.url
+                  AND j.status IN ('completed', 'expired')))
+        BEGIN SELECT RAISE(ABORT, 'a delivery starts pending, for an ended job''s webhook'); END;
+        CREATE TRIGGER deliveries_final BEFORE UPDATE ON deliveries
+        WHEN OLD.state != 'pending'
+        BEGIN SELECT RAISE(ABORT, 'a finished delivery is final'); END;
+        CREATE TRIGGER deliveries_fixed BEFORE UPDATE OF job_id, url, event, payload
+            ON deliveries
+        WHEN NEW.job_id IS NOT OLD.job_id OR NEW.url IS NOT OLD.url
+             OR NEW.event IS NOT OLD.event OR NEW.payload IS NOT OLD.payload
+        BEGIN SELECT RAISE(ABORT, 'a delivery''s job, url, event and payload are fixed'); END;
+        CREATE TRIGGER deliveries_attempts_count_up BEFORE UPDATE OF attempts ON deliveries
+        WHEN NEW.attempts < OLD.attempts
+        BEGIN SELECT RAISE(ABORT, 'delivery attempts only count up'); END;
+        CREATE TRIGGER deliveries_no_delete BEFORE DELETE ON deliveries
+        BEGIN SELECT RAISE(ABORT, 'deliveries are kept for the audit'); END;
         """
     )
 
