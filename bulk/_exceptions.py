@@ -33,6 +33,7 @@ error is one new class in this module, with those three attributes, and nothing 
     │   ├── PageTooLarge              PAGE_TOO_LARGE     (over the pixel or memory cap)
     │   └── ActionFailed              ACTION_FAILED      (a step of the actions script)
     ├── BrowserUnavailable            CHROMIUM_NOT_FOUND
+    │   └── BrowserRefused            BROWSER_REFUSED    (a remote browser bulk cannot police)
     ├── APIKeyRequired                API_KEY_REQUIRED
     ├── InvalidAPIKey                 INVALID_API_KEY
     ├── InsufficientCredits           INSUFFICIENT_CREDITS
@@ -68,6 +69,7 @@ __all__ = [
     "ActionFailed",
     "ArchiveError",
     "BrowserCrashed",
+    "BrowserRefused",
     "BrowserUnavailable",
     "BulkError",
     "CaptureError",
@@ -508,3 +510,12 @@ class ActionFailed(CaptureError):
     code = "ACTION_FAILED"
     api_status = 500
     description = "A step of the actions script failed (details: step, action, reason)"
+
+
+class BrowserRefused(BrowserUnavailable):
+    """A remote browser endpoint is not a ``bulk node``: its pages would reach the
+    network without passing bulk's address policy, so bulk does not use it."""
+
+    code = "BROWSER_REFUSED"
+    api_status = 503
+    description = "A remote browser is not a bulk node: bulk cannot apply its address policy there"
