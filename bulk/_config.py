@@ -54,6 +54,12 @@ class Settings:
     #: How Chromium is isolated (``BULK_SANDBOX``, ``BULK_CHROMIUM_USER``,
     #: ``BULK_RENDERER_MEMORY_MB``, ``BULK_CAPTURE_MEMORY_MB``).
     sandbox: SandboxConfig = attrs.field(factory=SandboxConfig)
+    #: Remote browsers (``BULK_BROWSERS``: ``ws://`` URLs, space- or comma-separated),
+    #: their default slots (``BULK_BROWSER_SLOTS``) and whether the local Chromium is
+    #: off (``BULK_NO_LOCAL_BROWSER=1``).
+    browsers: tuple[str, ...] = ()
+    browser_slots: int | None = None
+    no_local_browser: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +82,11 @@ class Settings:
                     field="BULK_DOWNLOAD_TTL_SECONDS",
                 )
         allow = tuple(a for a in env.get("BULK_ALLOW", "").replace(",", " ").split() if a)
+        slots_text = env.get("BULK_BROWSER_SLOTS", "").strip()
+        if slots_text and not (slots_text.isdigit() and 1 <= int(slots_text) <= 64):
+            raise ValidationError(
+                "BULK_BROWSER_SLOTS must be a number from 1 to 64", field="BULK_BROWSER_SLOTS"
+            )
         return cls(
             chromium=env.get("BULK_CHROMIUM") or None,
             download_ttl_seconds=ttl,
@@ -83,6 +94,9 @@ class Settings:
             allow=allow,
             rate_limits=_rate_limits(env.get("BULK_RATE_LIMITS", "")),
             sandbox=_sandbox(env),
+            browsers=tuple(env.get("BULK_BROWSERS", "").replace(",", " ").split()),
+            browser_slots=int(slots_text) if slots_text else None,
+            no_local_browser=_truthy(env.get("BULK_NO_LOCAL_BROWSER")),
         )
 
 
