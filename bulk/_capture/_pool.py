@@ -187,6 +187,7 @@ class BrowserPool:
                 node = RemoteNode(remote, connect_timeout=config.launch_timeout)
                 members.append(_Member(node, Engine(config, node, None)))
             pool = cls(config, thread, members, proxy, launch)
+            body_error: BaseException | None = None
             try:
                 try:
                     await pool._start()
@@ -197,8 +198,16 @@ class BrowserPool:
                             nursery.start_soon(pool._write_status, config.status_file)
                         try:
                             yield pool
+                        except GeneratorExit:
+                            raise
+                        except BaseException as exc:
+                            # Re-raised below, outside the nursery: the caller's own
+                            # exception is not wrapped in an ExceptionGroup.
+                            body_error = exc
                         finally:
                             nursery.cancel_scope.cancel()
+                    if body_error is not None:
+                        raise body_error
                 finally:
                     with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT * 2):
                         await thread.run(pool._stop_all)
