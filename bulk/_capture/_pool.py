@@ -359,7 +359,8 @@ class BrowserPool:
         try:
             return await self._thread.run(fn)
         except BrowserGone as gone:
-            await self._relaunch(member, gone.generation)
+            if not await self._relaunch(member, gone.generation):
+                raise BrowserUnavailable(member.last_error or "Chromium is not running") from None
         try:
             return await self._thread.run(fn)
         except BrowserGone as gone:
@@ -463,13 +464,21 @@ class BrowserPool:
     # -- slots and captures ----------------------------------------------------------------
 
     async def _take_member(self) -> _Member:
-        """A source that is up and has a free slot, the freest first (waits for one)."""
+        """A source that is up and has a free slot, the freest first (waits for one).
+
+        Raises:
+            BrowserUnavailable: The local Chromium is the only source and could not
+                be started again (nothing would come back by itself in time).
+        """
         while True:
             free = [m for m in self._members if m.up and m.busy < m.source.slots]
             if free:
                 member = max(free, key=lambda m: (m.source.slots - m.busy, -m.captures))
                 member.busy += 1
                 return member
+            local = self._local
+            if local is not None and len(self._members) == 1 and not local.up:
+                raise BrowserUnavailable(local.last_error or "Chromium is not running")
             await self._changed.wait()
 
     def _give_back(self, member: _Member) -> None:
@@ -489,7 +498,8 @@ class BrowserPool:
             try:
                 yield
             finally:
-                self._give_back(self._held.pop(task))
+                if task in self._held:
+                    self._give_back(self._held.pop(task))
 
     async def _capture(
         self, session: CaptureSession, url: str | None, html: str | None = None
@@ -536,8 +546,7 @@ class BrowserPool:
                             ) from None
                         continue
                 # The source is lost: the URL moves to another one (waits for one).
-                self._give_back(member)
-                del self._held[task]
+                self._give_back(self._held.pop(task))
                 self._held[task] = await self._take_member()
         raise BrowserUnavailable("every browser source was lost while capturing this URL")
 
