@@ -425,3 +425,57 @@ def test_stock_browser_server_is_refused(tmp_path: Path, chromium: str) -> None:
         process.wait(30)
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def test_node_that_stops_answering_is_dropped_and_comes_back(
+    tmp_path: Path, chromium: str
+) -> None:
+    """A node frozen (SIGSTOP) with a capture in flight: the capture moves to the other
+    node; once the frozen one answers again, it is used again without any restart."""
+    from bulk._capture import BrowserPool, PoolConfig
+    from bulk._options import CaptureOptions
+
+    gate = threading.Event()
+    served: list[str] = []
+
+    def held(h: BaseHTTPRequestHandler) -> None:
+        served.append(h.path)
+        gate.wait(_JOB)
+        SiteServer._send(h, 200, _png("#33aa77").encode(), "text/html", {})
+
+    with (
+        SiteServer(routes={"/hold": Route(handler=held)}) as site,
+        bulk_node("--allow", "127.0.0.1") as a,
+        bulk_node("--allow", "127.0.0.1") as b,
+    ):
+        config = PoolConfig(
+            executable=chromium,
+            local=False,
+            remotes=(RemoteEndpoint.parse(a.endpoint, 1), RemoteEndpoint.parse(b.endpoint, 1)),
+        )
+        name_a = a.endpoint.rsplit("/", 1)[0]
+        async with BrowserPool.open(config, EgressPolicy()) as pool:
+            shots: list[Any] = []
+
+            async def one(path: str) -> None:
+                shots.append(await pool.capture(site.url(path), CaptureOptions(timeout=120000)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one, "/hold?1")
+                nursery.start_soon(one, "/hold?2")
+                # One capture on each node, both waiting for the site.
+                await _until(lambda: len(served) >= 2 and all(s.in_flight for s in pool.sources()))
+                os.killpg(a.process.pid, signal.SIGSTOP)
+                try:
+                    gate.set()
+                    await _until(lambda: not {s.name: s for s in pool.sources()}[name_a].up, _JOB)
+                finally:
+                    os.killpg(a.process.pid, signal.SIGCONT)
+            assert len(shots) == 2 and all(s.data for s in shots)
+            states = {s.name: s for s in pool.sources()}
+            assert states[name_a].captures == 0
+            assert states[name_a].last_error  # why it was dropped, or why it is not back yet
+            assert states[b.endpoint.rsplit("/", 1)[0]].captures == 2
+            # Answering again: back by itself, and used.
+            await _until(lambda: {s.name: s for s in pool.sources()}[name_a].up, _JOB)
+            assert (await pool.capture(site.url("/hold?3"), CaptureOptions())).data

@@ -28,6 +28,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from .._exceptions import BrowserRefused, BrowserUnavailable
 from .._proxy import IDENTITY_URL
+from .._sandbox import NO_RESOLVER_ARG
 from ._config import CLOSE_TIMEOUT, RemoteEndpoint
 from ._source import CHROMIUM_ARGS, BrowserSource
 
@@ -167,7 +168,9 @@ def node_launch_options(
         "executablePath": executable,
         "headless": True,
         "chromiumSandbox": False,
-        "args": list(CHROMIUM_ARGS),
+        # Chromium resolves no name itself: the proxy gets them unresolved and its
+        # policy resolves and checks them (as for the local browser).
+        "args": [*CHROMIUM_ARGS, NO_RESOLVER_ARG],
         # As for the local browser: no user ever clicks, so no page opens windows.
         "ignoreDefaultArgs": ["--disable-popup-blocking"],
         # The browser's own proxy (loopback included: Playwright adds <-loopback>);
