@@ -210,7 +210,7 @@ def _browser_options(fn: F) -> F:
         "--browser",
         "browsers",
         multiple=True,
-        metavar="WS_URL",
+        metavar="ENDPOINT",
         help="A remote browser to capture on too: the ws://HOST:PORT/TOKEN a 'bulk node' "
         "printed (repeatable; also BULK_BROWSERS).",
     )(fn)
