@@ -17,6 +17,7 @@ with the same token, so coordinators reconnect by themselves.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import logging
 import re
@@ -98,7 +99,7 @@ async def run_node(
         with tempfile.TemporaryDirectory(prefix="bulk-node-") as tmp, ExitStack() as own:
             port = config.port
             started = False
-            for attempt in range(1 << 30):
+            for attempt in itertools.count():
                 cfg = Path(tmp) / "launch-server.json"
                 options = _launch_options(config, proxy.url, port)
                 cfg.write_text(json.dumps(options), encoding="utf-8")

@@ -24,6 +24,7 @@ stops answering (``ping``) is treated as lost.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -407,7 +408,7 @@ class BrowserPool:
                     await member.lost.wait()
                     watch.cancel_scope.cancel()
             member.lost = trio.Event()
-            for attempt in range(1 << 30):
+            for attempt in itertools.count():
                 await trio.sleep(_BACKOFF[min(attempt, len(_BACKOFF) - 1)])
                 async with member.lock:
                     again = functools.partial(member.engine.relaunch, member.engine.generation)
