@@ -16,7 +16,6 @@ with the same token, so coordinators reconnect by themselves.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import logging
@@ -49,7 +48,6 @@ _STOP_TIMEOUT: Final = 10.0
 _RESTART_BACKOFF: Final = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 _ENDPOINT: Final = re.compile(rb"ws://[^\s]+")
 _TOKEN: Final = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-_PR_SET_PDEATHSIG: Final = 1
 
 
 def new_token() -> str:
@@ -141,12 +139,6 @@ def _launch_options(config: NodeConfig, proxy: str, port: int) -> dict[str, obje
     )
 
 
-def _die_with_parent() -> None:
-    # The browser server must not outlive a node killed with SIGKILL.
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 async def _start_server(config_file: str, log_file: Path) -> tuple[str, trio.Process]:
     """Start ``playwright launch-server``; its endpoint (first line) and process.
 
@@ -156,10 +148,11 @@ async def _start_server(config_file: str, log_file: Path) -> tuple[str, trio.Pro
     with log_file.open("wb") as stderr:
         process = await trio.lowlevel.open_process(
             browser_server_command(config_file),
-            stdin=subprocess.DEVNULL,
+            # Held until the server is stopped: it ends with its stdin (see
+            # browser_server_command), so it never outlives this process.
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            preexec_fn=_die_with_parent,
         )
     out = b""
     try:
@@ -193,9 +186,10 @@ async def _stop(process: trio.Process) -> None:
         with suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-    if process.stdout is not None:
-        with suppress(trio.ClosedResourceError, OSError):
-            await process.stdout.aclose()
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            with suppress(trio.ClosedResourceError, OSError):
+                await stream.aclose()
 
 
 async def _drain(stream: trio.abc.ReceiveStream) -> None:

@@ -36,6 +36,10 @@ __all__ = ["RemoteNode", "browser_server_command", "node_launch_options"]
 
 # What a node's proxy may say it is: a proxy on the node's own loopback.
 _LOOPBACK_PROXY: Final = re.compile(r"^http://127\.0\.0\.1:[0-9]{1,5}$")
+_EXIT_WITH_STDIN: Final = (
+    "process.stdin.on('end', () => process.exit(0)); process.stdin.resume();"
+    " require(process.argv[1]);"
+)
 # Seconds the identity question gets (the page's first request on that node).
 _IDENTIFY_TIMEOUT: Final = 15.0
 
@@ -156,7 +160,11 @@ def browser_server_command(config_file: str) -> list[str]:
     from playwright._impl._driver import compute_driver_executable
 
     node, cli = compute_driver_executable()
-    return [node, cli, "launch-server", "--browser", "chromium", "--config", config_file]
+    # ``node -e`` keeps argv as ``node cli.js ...`` would; the server ends when its
+    # stdin does, i.e. when the process holding the pipe (``bulk node``) is gone,
+    # however it ended.
+    return [node, "-e", _EXIT_WITH_STDIN, cli, "launch-server", "--browser", "chromium",
+            "--config", config_file]  # fmt: skip
 
 
 def node_launch_options(
