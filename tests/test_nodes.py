@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import zipfile
@@ -394,8 +395,13 @@ def test_stock_browser_server_is_refused(tmp_path: Path, chromium: str) -> None:
             }
         )
     )
+    # The server ends when its stdin does: held open for the test.
     process = subprocess.Popen(
-        browser_server_command(str(cfg)), stdout=subprocess.PIPE, text=True, start_new_session=True
+        browser_server_command(str(cfg)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         line: list[str] = []
@@ -423,8 +429,9 @@ def test_stock_browser_server_is_refused(tmp_path: Path, chromium: str) -> None:
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
-        if process.stdout is not None:
-            process.stdout.close()
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
 
 
 async def test_node_that_stops_answering_is_dropped_and_comes_back(
@@ -479,3 +486,40 @@ async def test_node_that_stops_answering_is_dropped_and_comes_back(
             # Answering again: back by itself, and used.
             await _until(lambda: {s.name: s for s in pool.sources()}[name_a].up, _JOB)
             assert (await pool.capture(site.url("/hold?3"), CaptureOptions())).data
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+async def test_browser_server_does_not_outlive_its_node() -> None:
+    """``bulk node`` killed alone (SIGKILL, no cleanup): its browser server ends too,
+    also after idling (nothing bound to a thread that has gone)."""
+    with bulk_node("--allow", "127.0.0.1") as node:
+        servers = _children(node.process.pid)
+        assert servers, "no browser server under bulk node"
+        port = int(node.endpoint.rsplit(":", 1)[1].split("/")[0])
+        # Still serving after trio's idle worker threads are gone (about 10 s).
+        await trio.sleep(12)  # the time a thread-bound death signal would need
+        with socket.create_connection(("127.0.0.1", port), timeout=30):
+            pass
+        os.kill(node.process.pid, signal.SIGKILL)
+        node.process.wait(30)
+        await _until(lambda: not any(_alive(p) for p in servers))
