@@ -57,6 +57,12 @@ class Settings:
     #: ``BULK_SCHEDULE_SECONDS`` (tests and operators only): every schedule's slots
     #: are this many seconds apart, whatever its ``every`` says. None: as they say.
     schedule_seconds: float | None = None
+    #: Remote browsers (``BULK_BROWSERS``: ``ws://`` URLs, space- or comma-separated),
+    #: their default slots (``BULK_BROWSER_SLOTS``) and whether the local Chromium is
+    #: off (``BULK_NO_LOCAL_BROWSER=1``).
+    browsers: tuple[str, ...] = ()
+    browser_slots: int | None = None
+    no_local_browser: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +85,11 @@ class Settings:
                     field="BULK_DOWNLOAD_TTL_SECONDS",
                 )
         allow = tuple(a for a in env.get("BULK_ALLOW", "").replace(",", " ").split() if a)
+        slots_text = env.get("BULK_BROWSER_SLOTS", "").strip()
+        if slots_text and not (slots_text.isdigit() and 1 <= int(slots_text) <= 64):
+            raise ValidationError(
+                "BULK_BROWSER_SLOTS must be a number from 1 to 64", field="BULK_BROWSER_SLOTS"
+            )
         return cls(
             chromium=env.get("BULK_CHROMIUM") or None,
             download_ttl_seconds=ttl,
@@ -87,6 +98,9 @@ class Settings:
             rate_limits=_rate_limits(env.get("BULK_RATE_LIMITS", "")),
             sandbox=_sandbox(env),
             schedule_seconds=_schedule_seconds(env.get("BULK_SCHEDULE_SECONDS", "")),
+            browsers=tuple(env.get("BULK_BROWSERS", "").replace(",", " ").split()),
+            browser_slots=int(slots_text) if slots_text else None,
+            no_local_browser=_truthy(env.get("BULK_NO_LOCAL_BROWSER")),
         )
 
 

@@ -34,6 +34,7 @@ error is one new class in this module, with those three attributes, and nothing 
     │   ├── PageTooLarge              PAGE_TOO_LARGE     (over the pixel or memory cap)
     │   └── ActionFailed              ACTION_FAILED      (a step of the actions script)
     ├── BrowserUnavailable            CHROMIUM_NOT_FOUND
+    │   └── BrowserRefused            BROWSER_REFUSED    (a remote browser bulk cannot police)
     ├── APIKeyRequired                API_KEY_REQUIRED
     ├── InvalidAPIKey                 INVALID_API_KEY
     ├── InsufficientCredits           INSUFFICIENT_CREDITS
@@ -70,6 +71,7 @@ __all__ = [
     "ActionFailed",
     "ArchiveError",
     "BrowserCrashed",
+    "BrowserRefused",
     "BrowserUnavailable",
     "BulkError",
     "CaptureError",
@@ -530,3 +532,12 @@ class InvalidSchedule(ValidationError):
     code = "INVALID_SCHEDULE"
     api_status = 400
     description = "every is not 1h, 1d, 7d or a 5-field cron expression, or notify is invalid"
+
+
+class BrowserRefused(BrowserUnavailable):
+    """A remote browser endpoint is not a ``bulk node``: its pages would reach the
+    network without passing bulk's address policy, so bulk does not use it."""
+
+    code = "BROWSER_REFUSED"
+    api_status = 503
+    description = "A remote browser is not a bulk node: bulk cannot apply its address policy there"

@@ -236,7 +236,7 @@ class _Sessions:
         self._list = _is_url_list(job)
         self.base_options = options
         self._base_json = options.to_json()
-        self._limit = max(2, pool.config.concurrency)
+        self._limit = max(2, pool.slots)
         self._open: collections.OrderedDict[_SessionKey, _Session] = collections.OrderedDict()
         self._lock = trio.Lock()
         self._base: _Session | None = None
@@ -463,7 +463,7 @@ class JobRunner:
                 _Sessions.open(self.pool, job, options) as sessions,
                 trio.open_nursery() as nursery,
             ):
-                for _ in range(self.pool.config.concurrency):
+                for _ in range(self.pool.slots):
                     nursery.start_soon(self._worker, job.id, sessions, folder, lease)
         finally:
             if self._url_events.get(job.id) is event:

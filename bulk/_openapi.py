@@ -657,10 +657,27 @@ def openapi_document(
             "counts": counts,
         },
     }
+    browser = _obj(
+        ["name", "kind", "slots", "in_flight", "up", "captures", "reconnects", "last_error"],
+        {
+            "name": {**_STR, "description": "local, or ws://HOST:PORT (never the token)"},
+            "kind": {"type": "string", "enum": ["local", "node"]},
+            "slots": _INT,
+            "in_flight": _INT,
+            "up": {"type": "boolean"},
+            "captures": _INT,
+            "reconnects": _INT,
+            "last_error": _STR_OR_NULL,
+        },
+    )
     health = _envelope(
         _obj(
-            ["status", "version"],
-            {"status": {"type": "string", "enum": ["ok", "draining"]}, "version": _STR},
+            ["status", "version", "browsers"],
+            {
+                "status": {"type": "string", "enum": ["ok", "draining"]},
+                "version": _STR,
+                "browsers": {"type": "array", "items": browser},
+            },
         )
     )
     return {

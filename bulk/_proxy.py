@@ -55,7 +55,17 @@ from ._listeners import own_listener
 from ._policy import EgressPolicy
 from ._urls import HTTP_TOKEN_PATTERN, ParsedURL, parse_http_url
 
-__all__ = ["BlockedConnection", "EgressProxy", "ProxyStats", "open_egress_proxy"]
+__all__ = [
+    "IDENTITY_URL",
+    "BlockedConnection",
+    "EgressProxy",
+    "ProxyStats",
+    "open_egress_proxy",
+]
+
+#: What a proxy with an ``identity`` answers itself (``bulk node``): the name can never
+#: resolve (RFC 6761), so asking it through any other proxy, or none, reaches nobody.
+IDENTITY_URL: Final = "http://bulk-node.invalid/"
 
 #: Request and response heads larger than this are refused.
 MAX_HEAD_BYTES: Final = 64 * 1024
@@ -173,6 +183,9 @@ class EgressProxy:
         self.username = secrets.token_urlsafe(12)
         self.password = secrets.token_urlsafe(24)
         self.stats = ProxyStats()
+        #: Answered to ``GET IDENTITY_URL`` (a ``bulk node`` says what it is); None:
+        #: that URL is refused like any unresolvable name.
+        self.identity: bytes | None = None
         self._credentials = f"{self.username}:{self.password}".encode()
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
@@ -296,6 +309,11 @@ class EgressProxy:
             )
             return
         target = request.target.decode("ascii")  # h11 only lets visible ASCII through
+        if self.identity is not None and request.method == b"GET" and target == IDENTITY_URL:
+            await _reply(
+                client, 200, "OK", self.identity.decode(), headers=[(b"X-Bulk-Node", b"1")]
+            )
+            return
         if request.method == b"CONNECT":
             await self._tunnel(client, target, leftover)
         else:

@@ -16,7 +16,7 @@ import httpx
 import trio
 
 from bulk._api import IN_FLIGHT_LIMITS, ApiConfig, RateLimit
-from bulk._capture import PoolConfig
+from bulk._capture import PoolConfig, RemoteEndpoint
 from bulk._ledger import Ledger
 from bulk._policy import EgressPolicy
 from bulk._service import ServiceConfig, serve
@@ -55,6 +55,10 @@ class Service:
     webhook_backoff: tuple[float, ...] = (0.5, 1.0)
     policy: EgressPolicy = LOOPBACK_ONLY
     host: str = "127.0.0.1"
+    # Remote browser nodes, and whether the local Chromium runs too (test_nodes).
+    browsers: tuple[RemoteEndpoint, ...] = ()
+    local_browser: bool = True
+    status_file: Path | None = None
     url: str = ""
     _thread: threading.Thread | None = None
     _token: trio.lowlevel.TrioToken | None = None
@@ -68,7 +72,13 @@ class Service:
             port=0,
             db=self.db,
             data_dir=self.data_dir,
-            pool=PoolConfig(executable=self.chromium, concurrency=self.concurrency),
+            pool=PoolConfig(
+                executable=self.chromium,
+                concurrency=self.concurrency,
+                local=self.local_browser,
+                remotes=self.browsers,
+                status_file=self.status_file,
+            ),
             policy=self.policy,
             download_ttl=self.download_ttl,
             api=ApiConfig(

@@ -280,7 +280,8 @@ def test_only_the_capture_package_imports_asyncio_or_playwright() -> None:
 
 def test_only_a_browser_source_launches_or_connects_a_browser() -> None:
     # ``playwright.chromium.launch(...)``, ``.connect(...)``, ``connect_over_cdp``: the
-    # engine gets its browser from a BrowserSource, so these live in _source.py only.
+    # engine gets its browser from a BrowserSource, so these live in the sources'
+    # modules only (_source.py: the local launch; _remote.py: a remote node).
     found = set()
     for name, tree in _bulk_modules().items():
         for node in ast.walk(tree):
@@ -292,7 +293,7 @@ def test_only_a_browser_source_launches_or_connects_a_browser() -> None:
                 and node.value.attr in {"chromium", "firefox", "webkit"}
             ):
                 found.add(name)
-    assert found == {"bulk/_capture/_source.py"}
+    assert found == {"bulk/_capture/_source.py", "bulk/_capture/_remote.py"}
 
 
 # -- where the browser comes from ------------------------------------------------------

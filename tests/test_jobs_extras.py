@@ -73,6 +73,7 @@ class _Pool:
         self._pool = pool
         self._names = names
         self.config = pool.config
+        self.slots = pool.slots
 
     @contextlib.asynccontextmanager
     async def session(

@@ -117,7 +117,12 @@ async def health(request: Request, state: ServiceState, account: Account | None)
     return JSONResponse(
         {
             "success": True,
-            "data": {"status": "draining" if state.draining else "ok", "version": __version__},
+            "data": {
+                "status": "draining" if state.draining else "ok",
+                "version": __version__,
+                # Each browser source: slots, captures in flight, up or not, last error.
+                "browsers": [source.to_json() for source in state.pool.sources()],
+            },
         },
         status_code=503 if state.draining else 200,
     )

@@ -22,6 +22,7 @@ One concept per module (each docstring says why it is shaped as it is):
 - ``_blocking``: ``block_media`` and ``block_ads`` (adblock + EasyList in ``data/``).
 - ``_pages``: a job's context state and its pages (reuse, blanking, closing).
 - ``_source``: ``BrowserSource``, where a browser comes from; ``LocalLaunch``.
+- ``_remote``: ``RemoteNode``, a ``bulk node``'s browser over Playwright's protocol.
 - ``_hygiene``: process groups, priorities and capabilities of the capture side.
 - ``_errors``: Playwright's errors as bulk's typed capture errors.
 - ``_scripts`` and ``js/``: the in-page scripts, as ``.js`` files.
@@ -31,7 +32,7 @@ One concept per module (each docstring says why it is shaped as it is):
 from __future__ import annotations
 
 from ._bridge import AsyncioThread
-from ._config import PoolConfig, default_concurrency
+from ._config import PoolConfig, RemoteEndpoint, default_concurrency
 from ._pool import BrowserPool, CaptureSession
 from ._source import BrowserSource, LocalLaunch
 from ._steps import NamedShot, Screenshot
@@ -44,6 +45,7 @@ __all__ = [
     "LocalLaunch",
     "NamedShot",
     "PoolConfig",
+    "RemoteEndpoint",
     "Screenshot",
     "default_concurrency",
 ]

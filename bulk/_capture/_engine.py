@@ -216,6 +216,8 @@ class Engine:
                 accept_downloads=False,
                 service_workers="block",
                 ignore_https_errors=False,
+                # A remote node's egress proxy (None: the browser's own, bulk's proxy).
+                proxy=self.source.context_proxy(),
             )
             await context.add_init_script(script=js.INIT)
         except PlaywrightError as exc:

@@ -9,8 +9,8 @@ how many pages it can capture at once (``slots``) and has a ``name`` for message
 Playwright, with bulk's switches, behind bulk's egress proxy, through the launcher
 that isolates it (``_sandbox.py``: its user, sandbox, network namespace, memory
 cgroups); its leftovers are killed by process group and by cgroup. A remote browser
-server or a connector's tunnel is another ``BrowserSource`` subclass, not a change to
-the engine.
+server (``_remote.RemoteNode``) or a connector's tunnel is another ``BrowserSource``
+subclass, not a change to the engine.
 
 Runs on the asyncio loop thread only.
 """
@@ -22,7 +22,7 @@ import asyncio
 from contextlib import suppress
 from typing import Any, Final, final
 
-from playwright.async_api import Browser, Playwright
+from playwright.async_api import Browser, Playwright, ProxySettings
 from playwright.async_api import Error as PlaywrightError
 
 from .._exceptions import BrowserUnavailable
@@ -66,6 +66,8 @@ class BrowserSource(abc.ABC):
 
     name: str
     slots: int
+    #: ``local`` (launched here) or ``node`` (a remote browser server).
+    kind: str = "local"
 
     @abc.abstractmethod
     async def connect(self, playwright: Playwright) -> Browser:
@@ -86,6 +88,21 @@ class BrowserSource(abc.ABC):
     @property
     def pid(self) -> int | None:
         """The current browser's process id when it runs on this machine, else None."""
+        return None
+
+    def context_proxy(self) -> ProxySettings | None:
+        """The proxy each new browser context is given (None: the browser's own).
+
+        A remote node's contexts go through the node's egress proxy, set per context.
+        """
+        return None
+
+    async def ping(self, browser: Browser) -> None:
+        """One round trip to ``browser`` (a remote one may stop answering).
+
+        Raises:
+            PlaywrightError: It did not answer.
+        """
         return None
 
     def memory_mark(self) -> int:

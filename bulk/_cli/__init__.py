@@ -21,7 +21,13 @@ from typing import Final
 import click
 
 from .._exceptions import InvalidURL, ResumeMismatch
-from . import _archive_cmd, _capture_cmds, _diff_cmd, _serve_cmds  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (registers the commands)
+    _archive_cmd,
+    _capture_cmds,
+    _diff_cmd,
+    _node_cmd,
+    _serve_cmds,
+)
 from ._common import (
     EXIT_CODES,
     EXIT_INTERRUPTED,

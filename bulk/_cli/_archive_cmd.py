@@ -24,6 +24,7 @@ from ._common import (
     MAX_PAGES_CLI,
     _apply,
     _Bar,
+    _browser_options,
     _capture_options,
     _discover_limits,
     _discovery_warnings,
@@ -97,6 +98,7 @@ from ._common import (
     help="An earlier archive of the site: once OUT is written, say what changed (stderr) "
     "and write the report beside OUT (site.zip -> site.changes.html).",
 )
+@_browser_options
 @_network_options
 @_apply(capture_option_decorators())
 @click.pass_context
@@ -117,6 +119,9 @@ def archive(
     previous: Path | None,
     allow_private: bool,
     allow: tuple[str, ...],
+    browsers: tuple[str, ...],
+    browser_slots: int | None,
+    no_local_browser: bool,
     **values: Any,
 ) -> None:
     """Archive SITE (a domain, an origin or a sitemap URL), or the URLs of --urls FILE,
@@ -159,7 +164,13 @@ def archive(
             _fail(exc)
         label = url_list.first_url
     explicit_limit = ctx.get_parameter_source("max_pages") is not ParameterSource.DEFAULT
-    config = _pool_config(concurrency, settings)
+    config = _pool_config(
+        concurrency,
+        settings,
+        browsers=browsers,
+        browser_slots=browser_slots,
+        no_local_browser=no_local_browser,
+    )
     bar = _Bar(not quiet)
     out = out.resolve()
 

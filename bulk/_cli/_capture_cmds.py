@@ -16,6 +16,7 @@ from ._common import (
     _DISCOVER_BUFFER,
     MAX_PAGES_CLI,
     _apply,
+    _browser_options,
     _capture_options,
     _discover_limits,
     _discovery_warnings,
@@ -106,9 +107,19 @@ def discover_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The image file to write (its extension picks the format unless --format is given).",
 )
+@_browser_options
 @_network_options
 @_apply(capture_option_decorators())
-def shot(url: str, out: Path, allow_private: bool, allow: tuple[str, ...], **values: Any) -> None:
+def shot(
+    url: str,
+    out: Path,
+    allow_private: bool,
+    allow: tuple[str, ...],
+    browsers: tuple[str, ...],
+    browser_slots: int | None,
+    no_local_browser: bool,
+    **values: Any,
+) -> None:
     """Capture one URL into an image file (the same engine as archive)."""
     import trio
 
@@ -117,7 +128,13 @@ def shot(url: str, out: Path, allow_private: bool, allow: tuple[str, ...], **val
     settings = _settings()
     options = _capture_options(values, out)
     policy = _policy(allow_private, allow, settings)
-    config = _pool_config(1, settings)
+    config = _pool_config(
+        1,
+        settings,
+        browsers=browsers,
+        browser_slots=browser_slots or 1,
+        no_local_browser=no_local_browser,
+    )
     try:
         target = policy.check_url(url).href
         for goto in options.goto_urls:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
 
-from .._exceptions import BulkError, Interrupted
+from .._exceptions import BulkError, Interrupted, ValidationError
 from .._options import OPTION_SPECS, CaptureOptions, options_from_cli
 from .._version import __version__
 
@@ -153,12 +153,32 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
 _SERVE_NICE: Final = 10
 
 
-def _pool_config(concurrency: int | None, settings: Settings, nice: int = 0) -> PoolConfig:
-    from .._capture import PoolConfig, default_concurrency
+def _pool_config(
+    concurrency: int | None,
+    settings: Settings,
+    nice: int = 0,
+    *,
+    browsers: tuple[str, ...] = (),
+    browser_slots: int | None = None,
+    no_local_browser: bool = False,
+    status_file: Path | None = None,
+) -> PoolConfig:
+    from .._capture import PoolConfig, RemoteEndpoint, default_concurrency
     from .._config import find_chromium
 
+    local = not (no_local_browser or settings.no_local_browser)
     try:
-        executable = find_chromium(settings.chromium)
+        slots = browser_slots or settings.browser_slots
+        remotes = tuple(
+            RemoteEndpoint.parse(url, slots) for url in (*browsers, *settings.browsers)
+        )
+        if not local and not remotes:
+            raise ValidationError(
+                "--no-local-browser needs at least one --browser ws://HOST:PORT/TOKEN",
+                field="browser",
+            )
+        # Without the local browser this machine needs no Chromium at all.
+        executable = find_chromium(settings.chromium) if local else (settings.chromium or "")
     except BulkError as exc:
         _fail(exc)
     return PoolConfig(
@@ -166,7 +186,35 @@ def _pool_config(concurrency: int | None, settings: Settings, nice: int = 0) -> 
         concurrency=concurrency or default_concurrency(),
         nice=nice,
         sandbox=settings.sandbox,
+        local=local,
+        remotes=remotes,
+        status_file=status_file,
     )
+
+
+def _browser_options(fn: F) -> F:
+    fn = click.option(
+        "--no-local-browser",
+        is_flag=True,
+        help="Capture only on the --browser endpoints (no Chromium on this machine). "
+        "Same as BULK_NO_LOCAL_BROWSER=1.",
+    )(fn)
+    fn = click.option(
+        "--browser-slots",
+        type=click.IntRange(1, 64),
+        default=None,
+        help="Pages each --browser endpoint captures at once (or ws://...#slots=N) "
+        "[default: 4].",
+    )(fn)
+    fn = click.option(
+        "--browser",
+        "browsers",
+        multiple=True,
+        metavar="ENDPOINT",
+        help="A remote browser to capture on too: the ws://HOST:PORT/TOKEN a 'bulk node' "
+        "printed (repeatable; also BULK_BROWSERS).",
+    )(fn)
+    return fn
 
 
 def _apply(decorators: list[Callable[[F], F]]) -> Callable[[F], F]:

@@ -20,6 +20,7 @@ from ._common import (
     EXIT_OK,
     F,
     T,
+    _browser_options,
     _Exit,
     _fail,
     _network_options,
@@ -58,6 +59,7 @@ from ._common import (
     default=None,
     help="Pages captured at once, all jobs together [default: 2 per core, 2 to 8].",
 )
+@_browser_options
 @_network_options
 def serve(
     host: str,
@@ -67,6 +69,9 @@ def serve(
     concurrency: int | None,
     allow_private: bool,
     allow: tuple[str, ...],
+    browsers: tuple[str, ...],
+    browser_slots: int | None,
+    no_local_browser: bool,
 ) -> None:
     """Run the HTTP API and its job runner in the foreground (SIGTERM: graceful stop)."""
     import trio
@@ -87,7 +92,15 @@ def serve(
         db=db.resolve(),
         data_dir=data_dir.resolve(),
         # Captures yield the CPU to the API: status answers stay fast under load.
-        pool=_pool_config(concurrency, settings, nice=_SERVE_NICE),
+        pool=_pool_config(
+            concurrency,
+            settings,
+            nice=_SERVE_NICE,
+            browsers=browsers,
+            browser_slots=browser_slots,
+            no_local_browser=no_local_browser,
+            status_file=browsers_file(db.resolve()),
+        ),
         policy=policy,
         download_ttl=settings.download_ttl_seconds,
         api=ApiConfig(rate_limits=limits),
@@ -131,6 +144,11 @@ def serve(
 
 
 # ---- admin ----------------------------------------------------------------------------
+
+
+def browsers_file(db: Path) -> Path:
+    """Where ``bulk serve --db DB`` keeps its browser sources' state (``DB.browsers.json``)."""
+    return db.with_name(db.name + ".browsers.json")
 
 
 @cli.group()
@@ -266,3 +284,43 @@ def jobs(db: Path, as_json: bool) -> None:
                 f"{d['job_id']} {d['kind']:<7} {d['status']:<10} {d['ok']}/{d['total']} ok "
                 f"{d['site']}"
             )
+
+
+@admin.command(name="browsers")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def admin_browsers(db: Path, as_json: bool) -> None:
+    """Show the browser sources of the bulk serve running on --db: slots, in-flight
+    captures, whether each is up and its last error."""
+    path = browsers_file(db.resolve())
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        sources = state["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        _fail(ValidationError(f"no bulk serve has run on {db} (no {path.name})", field="db"))
+    running = _alive(state.get("pid"))
+    if as_json:
+        click.echo(json.dumps({"running": running, "sources": sources}))
+        return
+    if not running:
+        click.echo("(bulk serve is not running: its last known state)", err=True)
+    for s in sources:
+        click.echo(
+            f"{s['name']} {s['kind']:<5} {'up' if s['up'] else 'DOWN':<4} "
+            f"{s['in_flight']}/{s['slots']} busy, {s['captures']} captured"
+            + (f", last error: {s['last_error']}" if s.get("last_error") else "")
+        )
+
+
+def _alive(pid: object) -> bool:
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
