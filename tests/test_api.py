@@ -8,6 +8,7 @@ import hmac
 import io
 import json
 import logging
+import sqlite3
 import threading
 import uuid
 import zipfile
@@ -936,14 +937,26 @@ async def test_urls_are_leased_only_when_a_pool_slot_is_free(
             r = await _create(client, svc, key, {"sitemap_url": site.url("/slow-sitemap.xml")})
             jobs.append(r.json()["data"])
         most = 0
-        async with Ledger.open(svc.db) as ledger:
-            with trio.fail_after(60):
+        ids = [j["job_id"] for j in jobs]
+        # Both jobs' leases in one statement (one snapshot): reading the jobs one after
+        # the other could see job A's lease before it ended and job B's claim after.
+        watch = sqlite3.connect(f"file:{svc.db}?mode=ro", uri=True)
+        try:
+            with trio.fail_after(120):
                 while True:
-                    rows = [await ledger.job(j["job_id"]) for j in jobs]
-                    most = max(most, sum(row.leased for row in rows))
-                    if all(row.status == "completed" for row in rows):
+                    leased, open_jobs = watch.execute(
+                        "SELECT (SELECT COUNT(*) FROM job_urls WHERE job_id IN (?, ?)"
+                        " AND state = 'leased'), (SELECT COUNT(*) FROM jobs"
+                        " WHERE id IN (?, ?) AND status != 'completed')",
+                        (*ids, *ids),
+                    ).fetchone()
+                    most = max(most, leased)
+                    if open_jobs == 0:
                         break
                     await trio.sleep(0.05)
+        finally:
+            watch.close()
+        async with Ledger.open(svc.db) as ledger:
             attempts = [u.attempts for j in jobs for u in await ledger.urls(j["job_id"])]
     finally:
         await trio.to_thread.run_sync(svc.stop)
