@@ -265,9 +265,9 @@ class MemoryBound:
 
         Cheap (one small read and a signal-0 probe per renderer), so the pool can ask
         on its own thread every 100 ms and hop to a worker thread only when it is
-        true: that hop and the per-group reads of every ``tick`` cost bulk's process
-        about 5 ms of CPU per captured page otherwise (measured with a sampling
-        profiler on the bench site). Called between ``tick`` calls, never during one.
+        true: a sampling profile of ``bulk archive`` showed that hop and the
+        per-group reads of every ``tick`` in bulk's own process. Called between
+        ``tick`` calls, never during one.
         """
         self._calls += 1
         if self._calls % _REFRESH_EVERY == 0:
