@@ -23,8 +23,6 @@ import attrs
 from PIL import Image
 from playwright.async_api import Locator
 from playwright.async_api import TimeoutError as PlaywrightTimeout
-from pypdf import PdfReader
-from pypdf.errors import PyPdfError
 
 from .._exceptions import PageTooLarge, SelectorNotFound
 from .._options import FULL_PAGE_MAX_HEIGHT, CaptureOptions
@@ -91,6 +89,11 @@ def pdf_info(data: bytes) -> tuple[int, float, float]:
     Raises:
         ValueError: Not a PDF that can be read.
     """
+    # Imported here: pypdf (and what it pulls in) is needed only for PDF output, and
+    # importing it costs every image capture run's start-up.
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = len(reader.pages)
