@@ -150,6 +150,8 @@ class MemoryBound:
         self.version = version
         self.group = group
         self.launch_group = group / "main"
+        # The one file ``needs_tick`` reads ten times a second, as a ready string.
+        self._launch_procs = str(self.launch_group / "cgroup.procs")
         self.renderer_limit = renderer_limit
         self.total_limit = total_limit
         self._lock = threading.Lock()
@@ -272,7 +274,13 @@ class MemoryBound:
         self._calls += 1
         if self._calls % _REFRESH_EVERY == 0:
             return True
-        if any(pid not in self._seen for pid in self._pids(self.launch_group)):
+        try:
+            with open(self._launch_procs, "rb") as f:
+                launched = [int(pid) for pid in f.read().split()]
+        except (OSError, ValueError):
+            launched = []
+        seen = self._seen
+        if any(pid not in seen for pid in launched):
             return True
         return not all(_alive(pid) for pid in self._renderers)
 
