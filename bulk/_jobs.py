@@ -72,6 +72,8 @@ __all__ = [
 log = logging.getLogger("bulk.jobs")
 
 _IDLE_POLL: Final = 0.5
+# URL rows read at a time while a job is packaged.
+_PACKAGE_BATCH: Final = 2000
 _DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 # The longest per-URL timeout an option set can ask for (ms): the lease of a URL
 # whose own options may raise the job's timeout must outlast it.
@@ -619,12 +621,13 @@ class JobRunner:
         no ZIP, and this returns it rather than raising.
         """
         job = await self.ledger.job(job_id)
-        rows = await self.ledger.urls(job_id)
-        if not any(r.state == "ok" for r in rows):
-            await self.ledger.fail_job(job_id, "NO_PAGES_CAPTURED", _no_pages_message(rows))
+        folder = job_dir(self.config.data_dir, job.id)
+        records, codes = await self._records(job_id, folder)
+        if not any(r.status == "ok" for r in records):
+            await self.ledger.fail_job(job_id, "NO_PAGES_CAPTURED", _no_pages_message(codes))
             return await self.ledger.job(job_id)
         with contained(log, "packaging job %s", job_id) as outcome:
-            size, digest, target = await self._write_archive(job, rows, out)
+            size, digest, target = await self._write_archive(job, records, folder, out)
         if outcome.failed:
             await self._fail_contained(job_id, outcome, _packaging_message(outcome))
             return await self.ledger.job(job_id)
@@ -640,11 +643,31 @@ class JobRunner:
         )
         return await self.ledger.job(job_id)
 
+    async def _records(
+        self, job_id: str, folder: Path
+    ) -> tuple[list[PageRecord], collections.Counter[str]]:
+        """Every row of the job as the manifest's record, and its error codes counted.
+
+        The rows are read ``_PACKAGE_BATCH`` at a time and each batch is dropped once
+        made into records: a 100,000-URL job never holds its rows and its records
+        side by side (``scripts/bench-memory`` measures the packaging's peak).
+        """
+        records: list[PageRecord] = []
+        codes: collections.Counter[str] = collections.Counter()
+        after = 0
+        while True:
+            batch = await self.ledger.urls(job_id, after=after, limit=_PACKAGE_BATCH)
+            if not batch:
+                return records, codes
+            for row in batch:
+                records.append(_record(row, folder))
+                if row.error_code:
+                    codes[row.error_code] += 1
+            after = batch[-1].seq
+
     async def _write_archive(
-        self, job: JobRow, rows: Sequence[UrlRow], out: Path | None
+        self, job: JobRow, records: Sequence[PageRecord], folder: Path, out: Path | None
     ) -> tuple[int, str, Path]:
-        folder = job_dir(self.config.data_dir, job.id)
-        records = [_record(r, folder) for r in rows]
         found = job.discovery or {}
         info = ArchiveInfo(
             job_id=job.id,
@@ -690,11 +713,7 @@ def _packaging_message(outcome: Contained) -> str:
     return "the ZIP could not be made"
 
 
-def _no_pages_message(rows: Sequence[UrlRow]) -> str:
-    codes: dict[str, int] = {}
-    for r in rows:
-        if r.error_code:
-            codes[r.error_code] = codes.get(r.error_code, 0) + 1
+def _no_pages_message(codes: Mapping[str, int]) -> str:
     summary = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items(), key=lambda kv: -kv[1]))
     return f"no page could be captured ({summary})" if summary else "no page could be captured"
 

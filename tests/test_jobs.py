@@ -6,6 +6,7 @@ never meet."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -347,3 +348,49 @@ def test_a_second_serve_on_one_database_is_locked_out(tmp_path: Path) -> None:
         first.terminate()
         first.communicate(timeout=60)
     assert first.returncode == 0
+
+
+async def test_packaging_reads_the_rows_a_batch_at_a_time_and_keeps_every_one(
+    service_dirs: tuple[Path, Path], chromium: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of 3 over a 4-page job: one full batch, one partial, then the empty read
+    # that ends the walk. A row lost or repeated between batches shows in the manifest.
+    monkeypatch.setattr(bulk._jobs, "_PACKAGE_BATCH", 3)
+    db, data = service_dirs
+    with serve_site("basic") as site:
+        svc = Service(db=db, data_dir=data, chromium=chromium)
+        await trio.to_thread.run_sync(svc.start)
+        try:
+            key = await new_key(db, credits=20)
+            async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+                r = await client.post(
+                    svc.api("/bulk-screenshot"),
+                    json={"url": site.origin},
+                    headers={"X-API-Key": key},
+                )
+                assert r.status_code == 202, r.text
+                job_id = r.json()["data"]["job_id"]
+                done = await wait_for_status(
+                    client,
+                    svc.api(f"/bulk-screenshot/{job_id}/status"),
+                    key,
+                    {"completed", "failed"},
+                )
+                assert done["status"] == "completed", done
+                got = await client.get(
+                    svc.api(f"/bulk-screenshot/{job_id}/download"), headers={"X-API-Key": key}
+                )
+                assert got.status_code == 200
+        finally:
+            await trio.to_thread.run_sync(svc.stop)
+    async with Ledger.open(db) as ledger:
+        rows = await ledger.urls(job_id)
+        pages = [await ledger.urls(job_id, after=a, limit=3) for a in (0, 3, 4)]
+    assert [[r.seq for r in page] for page in pages] == [[1, 2, 3], [4], []]
+    with zipfile.ZipFile(io.BytesIO(got.content)) as zf:
+        name = next(n for n in zf.namelist() if n.endswith("/_manifest.json"))
+        manifest = json.loads(zf.read(name))
+        assert all(zf.getinfo(f"{name.rsplit('/', 1)[0]}/{u['entry']}") for u in manifest["urls"])
+    assert [u["seq"] for u in manifest["urls"]] == [r.seq for r in rows] == [1, 2, 3, 4]
+    assert [u["url"] for u in manifest["urls"]] == [r.url for r in rows]
+    assert {u["status"] for u in manifest["urls"]} == {"ok"}

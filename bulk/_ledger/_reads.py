@@ -413,14 +413,17 @@ class Reads(LedgerCore):
 
         return await self._read(q)
 
-    async def urls(self, job_id: str) -> list[UrlRow]:
-        """Every URL row of a job, in sequence order."""
+    async def urls(self, job_id: str, *, after: int = 0, limit: int | None = None) -> list[UrlRow]:
+        """The URL rows of a job, in sequence order: every one, or (``after``,
+        ``limit``) at most ``limit`` of those whose ``seq`` is over ``after``, so that
+        a caller can walk a big job a page at a time."""
 
         def q(conn: sqlite3.Connection) -> list[UrlRow]:
             return [
                 _url_row(r, job_id, self._box)
                 for r in conn.execute(
-                    "SELECT * FROM job_urls WHERE job_id = ? ORDER BY seq", (job_id,)
+                    "SELECT * FROM job_urls WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (job_id, after, -1 if limit is None else limit),
                 )
             ]
 
