@@ -21,14 +21,8 @@ from typing import Final
 import click
 
 from .._exceptions import InvalidURL, ResumeMismatch
-from . import (  # noqa: F401  (registers the commands)
-    _archive_cmd,
-    _capture_cmds,
-    _diff_cmd,
-    _node_cmd,
-    _serve_cmds,
-)
 from ._common import (
+    COMMANDS,
     EXIT_CODES,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -37,7 +31,7 @@ from ._common import (
     cli,
 )
 
-__all__ = ["EXIT_CODES", "cli", "main"]
+__all__ = ["COMMANDS", "EXIT_CODES", "cli", "main"]
 
 # click >= 8.2 raises this for a group called without arguments; older click exits.
 _NO_ARGS: Final[type[BaseException]] = getattr(

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 import click
 
 from .._exceptions import BulkError, Interrupted, ValidationError
-from .._options import OPTION_SPECS, CaptureOptions, options_from_cli
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from .._config import Settings
     from .._discover import DiscoverLimits, Discovery
     from .._jobs import Progress
+    from .._options import CaptureOptions
     from .._policy import EgressPolicy
 
 # The heavy modules (Playwright, the ledger, the policy's URL parser) are imported
@@ -310,7 +310,11 @@ def _host_warning(site: str, hosts: dict[str, int]) -> str | None:
 
 
 def _capture_options(values: dict[str, Any], out: Path | None = None) -> CaptureOptions:
-    picked = {k: values.pop(k) for k in list(values) if k in _OPTION_NAMES}
+    # Imported here: the option schema is not needed by 'bulk --help' (start-up time).
+    from .._options import OPTION_SPECS, options_from_cli
+
+    names = {spec.name for spec in OPTION_SPECS}  # every option, the engine's new ones too
+    picked = {k: values.pop(k) for k in list(values) if k in names}
     if out is not None and picked.get("format") is None:
         suffix = out.suffix.lower().lstrip(".")
         picked["format"] = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "pdf": "pdf"}.get(suffix)
@@ -318,10 +322,6 @@ def _capture_options(values: dict[str, Any], out: Path | None = None) -> Capture
         return options_from_cli(picked)
     except BulkError as exc:
         _fail(exc)
-
-
-# Every capture option the schema defines (the engine's new ones included).
-_OPTION_NAMES: Final = frozenset(spec.name for spec in OPTION_SPECS)
 
 
 _page_log = logging.getLogger("bulk.pages")
@@ -408,7 +408,83 @@ def _human(size: int) -> str:
     return f"{size} B"  # pragma: no cover
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command: the module that defines it and the first paragraph of its help, so
+# that 'bulk --help' and 'bulk --version' list them without importing any (a command's
+# module, with what it imports, is most of the CLI's start-up time). A test renders
+# 'bulk --help' both ways and checks this table against the commands' own help.
+COMMANDS: Final[Mapping[str, tuple[str, str]]] = {
+    "admin": (
+        "_serve_cmds",
+        "Accounts, API keys, credits and the ledger audit (works on the service's --db).",
+    ),
+    "archive": (
+        "_archive_cmd",
+        "Archive SITE (a domain, an origin or a sitemap URL), or the URLs of --urls FILE, "
+        "as a ZIP of screenshots.",
+    ),
+    "diff": (
+        "_diff_cmd",
+        "Compare two archives of a site (OLD.zip, NEW.zip): pages added, removed, changed.",
+    ),
+    "discover": (
+        "_capture_cmds",
+        "Print the page URLs the sitemaps of SITE list, in sitemap order (what archive "
+        "captures).",
+    ),
+    "node": (
+        "_node_cmd",
+        "Run a browser node: Playwright's browser server with this machine's Chromium, "
+        "every page behind bulk's egress proxy and address policy (--allow-private, --allow).",
+    ),
+    "serve": (
+        "_serve_cmds",
+        "Run the HTTP API and its job runner in the foreground (SIGTERM: graceful stop).",
+    ),
+    "shot": (
+        "_capture_cmds",
+        "Capture one URL into an image file (the same engine as archive).",
+    ),
+}
+
+
+class _LazyGroup(click.Group):
+    """The top-level group: a command's module is imported when the command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            load_command(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own layout, with the table's help for the commands not loaded.
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            # A stand-in with the table's help is shortened as the command's own is.
+            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name][1])
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def load_command(name: str) -> None:
+    """Import the module that defines the top-level command ``name`` (it registers it)."""
+    import importlib
+
+    importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="bulk")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 def cli(verbose: bool) -> None:
