@@ -234,6 +234,8 @@ class _Sessions:
         self._pool = pool
         self._site = job.site
         self._list = _is_url_list(job)
+        # A job routed to a connector captures only there (``BrowserPool`` routes).
+        self._route = job.connector_id
         self.base_options = options
         self._base_json = options.to_json()
         self._limit = max(2, pool.slots)
@@ -250,7 +252,9 @@ class _Sessions:
         """The job's sessions for the block; every one is closed when it ends."""
         sessions = cls(pool, job, options)
         async with contextlib.AsyncExitStack() as stack:
-            session = await stack.enter_async_context(pool.session(options, job.site))
+            session = await stack.enter_async_context(
+                pool.session(options, job.site, route=job.connector_id)
+            )
             sessions._base = _Session(session, stack)
             try:
                 yield sessions
@@ -298,7 +302,9 @@ class _Sessions:
                 stack = contextlib.AsyncExitStack()
                 try:
                     session = await stack.enter_async_context(
-                        self._pool.session(options, url if origin is not None else None)
+                        self._pool.session(
+                            options, url if origin is not None else None, route=self._route
+                        )
                     )
                 except BaseException:
                     await stack.aclose()
