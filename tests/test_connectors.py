@@ -485,7 +485,7 @@ async def test_bulk_job_is_captured_through_the_connector(
         job_id = r.json()["data"]["job_id"]
         status_url = service.api(f"/bulk-screenshot/{job_id}/status")
         status = await wait_for_status(client, status_url, key, {"completed", "failed"}, _JOB)
-        assert status["status"] == "completed", status
+        assert status["status"] == "completed", (status.get("error"), status["progress"])
         assert status["credits"] == {"reserved": n, "used": n, "refunded": 0}
         assert all(len(site.hits(f"/p{i}")) == 1 for i in range(n))
         r = await client.get(status_url, headers=h)
