@@ -424,9 +424,12 @@ def openapi_document(
         "oneOf": [
             {"required": [name]} for name in ("url", "sitemap_url", "sitemapUrl", "urls")
         ],
-        "dependentSchemas": _one_spelling(
-            ("webhook_url", "webhookUrl"), ("connector_id", "connectorId")
-        ),
+        "dependentSchemas": {
+            **_one_spelling(("webhook_url", "webhookUrl")),
+            # A routed job names its pages (discovery would run on the service).
+            "connector_id": {"required": ["urls"], "properties": {"connectorId": False}},
+            "connectorId": {"required": ["urls"]},
+        },
     }
     ignored = {"description": "Accepted and ignored (Pixcap compatibility)."}
     shot_body = {
@@ -583,14 +586,17 @@ def openapi_document(
             }
         },
     }
+    # Schedules are not routed to connectors.
+    unrouted = {
+        k: v
+        for k, v in cast(dict[str, Any], bulk_body["properties"]).items()
+        if k not in ("connector_id", "connectorId")
+    }
     schedule_create = {
         **bulk_body,
         "required": ["every"],
-        "properties": {
-            **cast(dict[str, Any], bulk_body["properties"]),
-            "every": every,
-            "notify": notify,
-        },
+        "properties": {**unrouted, "every": every, "notify": notify},
+        "dependentSchemas": _one_spelling(("webhook_url", "webhookUrl")),
         "description": "A bulk-job body (`url` | `sitemap_url` | `urls`, `options`) run "
         "at every slot; `webhook_url` receives `bulk_job.changed`.",
     }
