@@ -122,14 +122,16 @@ class ConnectorHub:
         mux = Mux(websocket.send_bytes)
         try:
             with scope:
-                why, code = await self._run(websocket, mux, ledger, pool, connector.id, node_token)
+                why, code = await self._run(
+                    websocket, mux, ledger, pool, connector.id, node_token, scope
+                )
             if scope.cancelled_caught:
                 why = "the connector's token was replaced or the connector deleted"
         finally:
             self._unregister(connector.id, scope)
             with trio.CancelScope(shield=True), trio.move_on_after(15):
                 mux.close_all()
-                await pool.remove_route(connector.id)
+                await pool.remove_route(connector.id, owner=scope)
                 await _close(websocket, code, why)
                 await ledger.connector_seen(connector.id)
             log.info("connector %s: %s", connector.id, why)
@@ -142,6 +144,7 @@ class ConnectorHub:
         pool: BrowserPool,
         connector_id: str,
         node_token: str,
+        owner: trio.CancelScope,
     ) -> tuple[str, int]:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = int(listeners[0].socket.getsockname()[1])
@@ -168,7 +171,7 @@ class ConnectorHub:
                 nursery.start_soon(_serve_forwards, listeners, mux)
                 endpoint = RemoteEndpoint(f"ws://127.0.0.1:{port}/{node_token}")
                 try:
-                    await pool.add_remote(endpoint, route=connector_id)
+                    await pool.add_remote(endpoint, route=connector_id, owner=owner)
                 except Exception as exc:  # BrowserUnavailable, BrowserRefused
                     message = getattr(exc, "message", None) or str(exc)
                     outcome.append((f"its browser is not usable: {message}", _CLOSE_UNAVAILABLE))

@@ -102,6 +102,8 @@ class _Member:
     route: str | None = None
     # Cancels the recovery task of a source added while the pool runs.
     keeper: trio.CancelScope | None = None
+    # Who added it (``add_remote``): only they remove it.
+    owner: object = None
 
 
 @attrs.frozen
@@ -284,12 +286,15 @@ class BrowserPool:
 
     # -- routed sources (connectors) --------------------------------------------------------
 
-    async def add_remote(self, endpoint: RemoteEndpoint, *, route: str) -> None:
+    async def add_remote(
+        self, endpoint: RemoteEndpoint, *, route: str, owner: object = None
+    ) -> None:
         """Connect to the ``bulk node`` at ``endpoint`` as the one source of ``route``.
 
         Only sessions opened with ``route`` run there (a connector's captures), and
         nothing else does. It is looked after like any remote source (pinged,
-        reconnected) until ``remove_route``.
+        reconnected) until ``remove_route`` (with the same ``owner``: a connector's
+        newer tunnel is never removed by its older one's cleanup).
 
         Raises:
             BrowserUnavailable: It did not answer, or the pool is closing.
@@ -305,7 +310,7 @@ class BrowserPool:
         node = RemoteNode(endpoint, connect_timeout=self.config.launch_timeout)
         engine = Engine(self.config, node, None)
         engine.playwright = self._members[0].engine.playwright
-        member = _Member(node, engine, route=route, keeper=trio.CancelScope())
+        member = _Member(node, engine, route=route, keeper=trio.CancelScope(), owner=owner)
         self._members.append(member)
         await self._thread.run(engine.launch)
         if member not in self._members:  # removed while it connected
@@ -314,13 +319,14 @@ class BrowserPool:
         nursery.start_soon(self._keep_routed, member)
         self._notify()
 
-    async def remove_route(self, route: str) -> None:
-        """Drop every source of ``route``: its captures in flight fail
-        (``CONNECTOR_OFFLINE``) and new ones are refused at once.
+    async def remove_route(self, route: str, owner: object = None) -> None:
+        """Drop the sources of ``route`` added by ``owner``: their captures in flight
+        fail (``CONNECTOR_OFFLINE`` when no other source has the route) and new ones
+        are refused at once.
 
         Resource handling: the connection is closed (shielded, bounded in time).
         """
-        gone = [m for m in self._members if m.route == route]
+        gone = [m for m in self._members if m.route == route and m.owner is owner]
         for member in gone:
             self._members.remove(member)
             if member.keeper is not None:
