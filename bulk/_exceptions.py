@@ -57,7 +57,10 @@ error is one new class in this module, with those three attributes, and nothing 
     ├── ArchiveError                  ARCHIVE_ERROR      (the ZIP cannot be made as asked)
     ├── InvalidArchive                INVALID_ARCHIVE    (bulk diff: not a readable bulk ZIP)
     ├── OutputExists                  OUTPUT_EXISTS      (``bulk archive`` would replace work)
-    └── ScheduleNotFound              SCHEDULE_NOT_FOUND (API: no such schedule or run)
+    ├── ScheduleNotFound              SCHEDULE_NOT_FOUND (API: no such schedule or run)
+    └── ConnectorNotFound             CONNECTOR_NOT_FOUND (API: no such connector)
+    (CaptureError also has ConnectorOffline CONNECTOR_OFFLINE and ConnectorTimeout
+    CONNECTOR_TIMEOUT: a capture routed to a connector that is gone or too slow.)
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ __all__ = [
     "BulkError",
     "CaptureError",
     "CaptureTimeout",
+    "ConnectorNotFound",
+    "ConnectorOffline",
+    "ConnectorTimeout",
     "DiscoveryError",
     "DownloadExpired",
     "DownloadRefused",
@@ -541,3 +547,31 @@ class BrowserRefused(BrowserUnavailable):
     code = "BROWSER_REFUSED"
     api_status = 503
     description = "A remote browser is not a bulk node: bulk cannot apply its address policy there"
+
+
+class ConnectorNotFound(BulkError):
+    """No connector with this id belongs to the caller's account (or it was deleted):
+    another account's connector is answered exactly as a missing one."""
+
+    code = "CONNECTOR_NOT_FOUND"
+    api_status = 404
+    description = "Connector ID doesn't exist or doesn't belong to your account"
+
+
+class ConnectorOffline(CaptureError):
+    """A capture routed to a connector (``connector_id``) whose tunnel is not up: it
+    never connected, it was stopped, or it went away during the capture. A bulk job's
+    URL failing so is refunded like any failed capture."""
+
+    code = "CONNECTOR_OFFLINE"
+    api_status = 503
+    description = "Connector is not currently connected"
+
+
+class ConnectorTimeout(CaptureError):
+    """A capture routed to a connector did not answer in time (the capture's own
+    timeout, plus a grace period, through the tunnel)."""
+
+    code = "CONNECTOR_TIMEOUT"
+    api_status = 504
+    description = "Connector didn't respond in time"

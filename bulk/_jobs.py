@@ -37,6 +37,7 @@ import trio
 
 from ._archive import ArchiveInfo, ExtraShot, PageRecord, build_zip, make_thumbnail, write_zip
 from ._capture import BrowserPool, CaptureSession, Screenshot
+from ._connector_hub import ROUTED_POLICY
 from ._exceptions import (
     BulkError,
     SecretsUnavailable,
@@ -236,6 +237,8 @@ class _Sessions:
         self._pool = pool
         self._site = job.site
         self._list = _is_url_list(job)
+        # A job routed to a connector captures only there (``BrowserPool`` routes).
+        self.route = job.connector_id
         self.base_options = options
         self._base_json = options.to_json()
         self._limit = max(2, pool.slots)
@@ -252,7 +255,9 @@ class _Sessions:
         """The job's sessions for the block; every one is closed when it ends."""
         sessions = cls(pool, job, options)
         async with contextlib.AsyncExitStack() as stack:
-            session = await stack.enter_async_context(pool.session(options, job.site))
+            session = await stack.enter_async_context(
+                pool.session(options, job.site, route=job.connector_id)
+            )
             sessions._base = _Session(session, stack)
             try:
                 yield sessions
@@ -300,7 +305,9 @@ class _Sessions:
                 stack = contextlib.AsyncExitStack()
                 try:
                     session = await stack.enter_async_context(
-                        self._pool.session(options, url if origin is not None else None)
+                        self._pool.session(
+                            options, url if origin is not None else None, route=self.route
+                        )
                     )
                 except BaseException:
                     await stack.aclose()
@@ -548,7 +555,8 @@ class JobRunner:
 
     async def _capture_one(self, claim: Claim, sessions: _Sessions, folder: Path) -> UrlResult:
         try:
-            self.policy.check_url(claim.url)
+            # Routed to a connector: syntax and scheme only (its own policy rules there).
+            (ROUTED_POLICY if sessions.route is not None else self.policy).check_url(claim.url)
             options = sessions.options_for(claim)
             async with sessions.session_for(options, claim.url) as session:
                 shot: Screenshot = await session.capture(claim.url)

@@ -281,6 +281,18 @@ def openapi_document(
         "properties": {"maxPages": max_pages, **options},
     }
     url_field = {"type": "string", "maxLength": URL_FIELD_LIMIT, "pattern": TEXT_PATTERN}
+    connector_field = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": TEXT_PATTERN,
+        "description": "Capture through this connector of the account (`conn_...`) instead "
+        "of the service's own browsers: the URL then passes the service's syntax checks "
+        "only, the connector's address policy rules its network. CONNECTOR_NOT_FOUND: not "
+        "this account's; CONNECTOR_OFFLINE: not connected; CONNECTOR_TIMEOUT: no answer "
+        "in time. The response carries `X-Connector-Used`. A bulk job routed so takes "
+        "`urls` only.",
+    }
     limits = {
         name: {"limit": rule.limit, "window_seconds": rule.window}
         for name, rule in rate_limits.items()
@@ -406,11 +418,18 @@ def openapi_document(
             "options": {"$ref": "#/components/schemas/BulkOptions"},
             "webhook_url": url_field,
             "webhookUrl": url_field,
+            "connector_id": connector_field,
+            "connectorId": connector_field,
         },
         "oneOf": [
             {"required": [name]} for name in ("url", "sitemap_url", "sitemapUrl", "urls")
         ],
-        "dependentSchemas": _one_spelling(("webhook_url", "webhookUrl")),
+        "dependentSchemas": {
+            **_one_spelling(("webhook_url", "webhookUrl")),
+            # A routed job names its pages (discovery would run on the service).
+            "connector_id": {"required": ["urls"], "properties": {"connectorId": False}},
+            "connectorId": {"required": ["urls"]},
+        },
     }
     ignored = {"description": "Accepted and ignored (Pixcap compatibility)."}
     shot_body = {
@@ -433,13 +452,20 @@ def openapi_document(
             },
             "response_type": ignored,
             "responseType": ignored,
+            "connector_id": connector_field,
+            "connectorId": connector_field,
             **options,
         },
+        "dependentSchemas": _one_spelling(("connector_id", "connectorId")),
     }
     image_headers = {
         "X-Screenshot-Width": {"schema": {"type": "string", "pattern": _DIGITS}},
         "X-Screenshot-Height": {"schema": {"type": "string", "pattern": _DIGITS}},
         "X-Credits-Remaining": {"schema": {"type": "string", "pattern": _DIGITS}},
+        "X-Connector-Used": {
+            "schema": {"type": "string"},
+            "description": "The connector that captured it (only when routed to one)",
+        },
     }
     shot_data = _envelope(
         _obj(
@@ -475,6 +501,7 @@ def openapi_document(
     query_options = [
         {"name": "url", "in": "query", "required": True, "schema": url_field},
         {"name": "response_type", "in": "query", "required": False, "schema": {**ignored, **_STR}},
+        {"name": "connector_id", "in": "query", "required": False, "schema": connector_field},
     ]
     # The query string documents one spelling per option (Pixcap's snake_case; the
     # camelCase twin is also accepted, but a parameter list cannot say "not both").
@@ -496,6 +523,30 @@ def openapi_document(
         "schema": {"type": "string"},
     }
     run_number = {"name": "run", "in": "path", "required": True, "schema": {"type": "string"}}
+    connector_id = {
+        "name": "connector_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    connector_name = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": TEXT_PATTERN}
+    connector = _obj(
+        ["id", "name", "status", "last_seen", "created_at"],
+        {
+            "id": _STR,
+            "name": _STR,
+            "status": {"type": "string", "enum": ["online", "offline"]},
+            "last_seen": {**_STR_OR_NULL, "description": "When its tunnel was last up"},
+            "created_at": _STR,
+        },
+    )
+    connector_created = _obj(
+        [*connector["required"], "token"],
+        {
+            **connector["properties"],
+            "token": {"type": "string", "description": "`pxc_...`: shown this once only"},
+        },
+    )
     paging = [
         {
             "name": "page",
@@ -535,14 +586,17 @@ def openapi_document(
             }
         },
     }
+    # Schedules are not routed to connectors.
+    unrouted = {
+        k: v
+        for k, v in cast(dict[str, Any], bulk_body["properties"]).items()
+        if k not in ("connector_id", "connectorId")
+    }
     schedule_create = {
         **bulk_body,
         "required": ["every"],
-        "properties": {
-            **cast(dict[str, Any], bulk_body["properties"]),
-            "every": every,
-            "notify": notify,
-        },
+        "properties": {**unrouted, "every": every, "notify": notify},
+        "dependentSchemas": _one_spelling(("webhook_url", "webhookUrl")),
         "description": "A bulk-job body (`url` | `sitemap_url` | `urls`, `options`) run "
         "at every slot; `webhook_url` receives `bulk_job.changed`.",
     }
@@ -744,7 +798,7 @@ def openapi_document(
                             "request with the same Idempotency-Key and body",
                             created,
                         ),
-                        **errors(400, 401, 402, 413, 422, 429),
+                        **errors(400, 401, 402, 404, 413, 422, 429, 503),
                     },
                 }
             },
@@ -787,7 +841,7 @@ def openapi_document(
                             },
                             "headers": {**rate_headers, **image_headers},
                         },
-                        **errors(400, 401, 402, 429, 500, 503),
+                        **errors(400, 401, 402, 404, 429, 500, 503, 504),
                     },
                 },
                 "post": {
@@ -795,7 +849,7 @@ def openapi_document(
                     "requestBody": body(shot_body),
                     "responses": {
                         "200": ok("Image as base64", shot_data, **image_headers),
-                        **errors(400, 401, 402, 413, 429, 500, 503),
+                        **errors(400, 401, 402, 404, 413, 429, 500, 503, 504),
                     },
                 },
             },
@@ -1022,6 +1076,54 @@ def openapi_document(
                             "headers": dict(rate_headers),
                         },
                         **errors(400, 401, 404, 429),
+                    },
+                }
+            },
+            "/connectors": {
+                "post": {
+                    "summary": "Create a connector (a capture node inside a private network "
+                    "that dials out: `bulk connector --server URL --token TOKEN`); its token "
+                    "is shown once",
+                    "requestBody": body(_obj(["name"], {"name": connector_name})),
+                    "responses": {
+                        "201": ok("Connector created", _envelope(connector_created)),
+                        **errors(400, 401, 413, 429),
+                    },
+                },
+                "get": {
+                    "summary": "The account's connectors, online or offline",
+                    "responses": {
+                        "200": ok("Connectors", _envelope({"type": "array", "items": connector})),
+                        **errors(401, 429),
+                    },
+                },
+            },
+            "/connectors/{connector_id}": {
+                "delete": {
+                    "summary": "Delete a connector (its tunnel is closed at once)",
+                    "parameters": [connector_id],
+                    "responses": {
+                        "200": ok(
+                            "Deleted",
+                            _envelope(
+                                _obj(["id", "deleted"], {"id": _STR, "deleted": {"const": True}})
+                            ),
+                        ),
+                        **errors(401, 404, 429),
+                    },
+                }
+            },
+            "/connectors/{connector_id}/regenerate-token": {
+                "post": {
+                    "summary": "A new token for a connector: the old one stops working and "
+                    "its tunnel is closed at once",
+                    "parameters": [connector_id],
+                    "responses": {
+                        "200": ok(
+                            "New token (shown once)",
+                            _envelope(_obj(["id", "token"], {"id": _STR, "token": _STR})),
+                        ),
+                        **errors(401, 404, 429),
                     },
                 }
             },

@@ -42,6 +42,7 @@ from ._ledger import Ledger, SecretBox
 from ._listeners import own_listener
 from ._policy import EgressPolicy
 from ._schedules import SchedulerConfig, run_schedules
+from ._tunnel import MAX_FRAME
 from ._util import contained, hold_lock
 from ._webhooks import WEBHOOK_BACKOFF, WebhookConfig, deliver_webhooks, webhook_signature
 
@@ -156,6 +157,8 @@ async def serve(
             hconfig.accesslog = None
             hconfig.errorlog = logging.getLogger("bulk.hypercorn")
             hconfig.graceful_timeout = config.graceful_timeout
+            # The only WebSocket is a connector's tunnel: no message is over one frame.
+            hconfig.websocket_max_message_size = MAX_FRAME
             async with trio.open_nursery() as background:
                 await background.start(runner.serve)
                 background.start_soon(_sweeper, ledger, runner, config.sweep_interval)

@@ -77,9 +77,9 @@ class _Pool:
 
     @contextlib.asynccontextmanager
     async def session(
-        self, options: CaptureOptions, site_url: str | None = None
+        self, options: CaptureOptions, site_url: str | None = None, *, route: str | None = None
     ) -> AsyncIterator[_Session]:
-        async with self._pool.session(options, site_url) as session:
+        async with self._pool.session(options, site_url, route=route) as session:
             yield _Session(session, self._names)
 
 

@@ -90,7 +90,7 @@ def test_every_option_is_documented() -> None:
     for spec in OPTION_SPECS:
         assert spec.camel is None or f"`{spec.camel}`" in props[spec.name]["description"]
     query = {p["name"] for p in DOC["paths"]["/screenshot"]["get"]["parameters"]}
-    assert {s.name for s in OPTION_SPECS} | {"url", "response_type"} == query
+    assert {s.name for s in OPTION_SPECS} | {"url", "response_type", "connector_id"} == query
 
 
 def test_every_error_code_is_documented_with_its_status() -> None:

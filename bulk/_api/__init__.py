@@ -10,7 +10,8 @@ keys never reach a log line.
 
 The package: ``_core`` (state, parsing, ``_Endpoint``), ``_bulk`` (bulk jobs),
 ``_shots`` (single screenshots), ``_accounts`` (accounts, keys, health),
-``_schedules`` (schedules, their runs and change reports); the routes
+``_schedules`` (schedules, their runs and change reports), ``_connectors``
+(connectors and their tunnel's WebSocket); the routes
 and the app are here.
 """
 
@@ -26,7 +27,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from .._exceptions import BulkError, EndpointNotFound, MethodNotAllowed
 from .._ratelimit import IN_FLIGHT_LIMITS, RATE_LIMITS, Limiter, RateLimit
@@ -40,6 +42,13 @@ from ._accounts import (
     register_account,
 )
 from ._bulk import BulkOrder, bulk_replay, create_bulk, download, job_status, start_bulk_job
+from ._connectors import (
+    create_connector,
+    delete_connector,
+    list_connectors,
+    regenerate_token,
+    tunnel,
+)
 from ._core import (
     ApiConfig,
     Authenticate,
@@ -135,6 +144,9 @@ def create_app(
             authenticate=authenticate,
         ).__call__
 
+    async def connector_tunnel(websocket: WebSocket) -> None:
+        await tunnel(websocket, state)
+
     base = "/api/v1"
     routes: list[BaseRoute] = [
         Route(
@@ -184,6 +196,22 @@ def create_app(
             ep(run_changes, None),
             methods=["GET"],
         ),
+        Route(
+            f"{base}/connectors",
+            _by_method(GET=ep(list_connectors, None), POST=ep(create_connector, None)),
+            methods=["GET", "POST"],
+        ),
+        Route(
+            f"{base}/connectors/{{connector_id}}",
+            ep(delete_connector, None),
+            methods=["DELETE"],
+        ),
+        Route(
+            f"{base}/connectors/{{connector_id}}/regenerate-token",
+            ep(regenerate_token, None),
+            methods=["POST"],
+        ),
+        WebSocketRoute(f"{base}/connectors/tunnel", connector_tunnel),
         Route(f"{base}/health", ep(health, None, auth=False), methods=["GET"]),
         Route(f"{base}/openapi.json", ep(openapi, None, auth=False), methods=["GET"]),
     ]

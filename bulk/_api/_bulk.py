@@ -15,6 +15,7 @@ import trio
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from .._connector_hub import ROUTED_POLICY
 from .._discover import DiscoverLimits, discover_all
 from .._exceptions import (
     BulkError,
@@ -33,6 +34,7 @@ from .._options import CaptureOptions
 from .._paths import Layout, root_folder
 from .._urllist import UrlList, prepare_url_list, raw_items
 from .._urls import parse_http_url, site_candidates
+from ._connectors import connector_param, own_connector, routed_connector
 from ._core import (
     _IDEMPOTENCY_KEY,
     ServiceState,
@@ -87,6 +89,8 @@ def bulk_order(body: dict[str, Any], state: ServiceState) -> BulkOrder:
         "options",
         "webhook_url",
         "webhookUrl",
+        "connector_id",
+        "connectorId",
     }
     if unknown:
         name = sorted(unknown)[0]
@@ -95,6 +99,14 @@ def bulk_order(body: dict[str, Any], state: ServiceState) -> BulkOrder:
     if len(site_field) != 1:
         raise ValidationError("give exactly one of url, sitemap_url or urls", field="url")
     field = site_field[0]
+    connector = connector_param(body)
+    if connector is not None and field != "urls":
+        # Discovery (robots.txt, sitemaps) runs on the service, which must not reach
+        # the connector's network: a routed job names its pages.
+        raise ValidationError(
+            "a job routed to a connector takes a urls list (no url or sitemap_url)",
+            field=field,
+        )
     options_raw = _object(body.get("options", {}), "options")
     max_pages = _max_pages(options_raw)
     options = _capture_options(options_raw, "options.")
@@ -103,7 +115,9 @@ def bulk_order(body: dict[str, Any], state: ServiceState) -> BulkOrder:
     if field == "urls":
         # Every item checked (and the whole list refused, naming each bad item)
         # before any credit is reserved or any request made.
-        url_list = prepare_url_list(raw_items(body["urls"]), options, state.policy)
+        # Routed: syntax and scheme only; the connector's own policy rules its network.
+        policy = ROUTED_POLICY if connector is not None else state.policy
+        url_list = prepare_url_list(raw_items(body["urls"]), options, policy)
     else:
         target = _string(body[field], field, limit=URL_FIELD_LIMIT)
     webhook_fields = [k for k in ("webhook_url", "webhookUrl") if k in body]
@@ -121,6 +135,7 @@ def bulk_order(body: dict[str, Any], state: ServiceState) -> BulkOrder:
         options=options,
         url_list=url_list,
         webhook_url=webhook,
+        connector_id=connector,
     )
 
 
@@ -141,6 +156,7 @@ class BulkOrder:
         idempotency_key, request_hash: The same key and hash as an earlier job
             answer that job (``replayed``); the same key with another hash is
             refused (``IDEMPOTENCY_KEY_REUSED``).
+        connector_id: Capture every URL on this connector only (a URL list).
     """
 
     target: str
@@ -151,6 +167,7 @@ class BulkOrder:
     webhook_url: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    connector_id: str | None = None
 
 
 async def start_bulk_job(
@@ -175,6 +192,9 @@ async def start_bulk_job(
         RateLimitExceeded: The key already runs its cap of discoveries.
         DiscoveryError, FetchError: Discovery found nothing to capture.
     """
+    if order.connector_id is not None:
+        # Whose it is, before anything else about it (CONNECTOR_NOT_FOUND).
+        await own_connector(state, account, order.connector_id)
     # URL policy, before any request is made.
     if order.url_list is None:
         _check_target(state.policy, order.target, order.field)
@@ -189,6 +209,8 @@ async def start_bulk_job(
         raise InsufficientCredits(
             "no credits remaining", details={"required": 1, "available": account.balance}
         )
+    if order.connector_id is not None:
+        await routed_connector(state, account, order.connector_id)  # CONNECTOR_OFFLINE
     if order.url_list is not None:
         job = await _create_list_job(state, account, order.url_list, order)
         if not job.replayed:
@@ -253,6 +275,7 @@ async def _create_list_job(
             request_hash=order.request_hash,
             webhook_url=order.webhook_url,
             discovery=list_discovery(url_list, kept=len(url_list.items), truncated=False),
+            connector_id=order.connector_id,
         )
     )
 
@@ -300,7 +323,14 @@ async def bulk_replay(request: Request, state: ServiceState, account: Account) -
 async def job_status(request: Request, state: ServiceState, account: Account | None) -> Response:
     assert account is not None
     job = _own_job(request)
-    return JSONResponse({"success": True, "data": job_status_body(job)})
+    return JSONResponse(
+        {"success": True, "data": job_status_body(job)}, headers=_connector_header(job)
+    )
+
+
+def _connector_header(job: JobRow) -> dict[str, str]:
+    """``X-Connector-Used`` for a job routed to a connector."""
+    return {"X-Connector-Used": job.connector_id} if job.connector_id else {}
 
 
 def _own_job(request: Request) -> JobRow:
@@ -339,6 +369,10 @@ async def download(request: Request, state: ServiceState, account: Account | Non
         path,
         media_type="application/zip",
         filename=f"{job.root}.zip",
-        headers={"ETag": f'"{job.zip_sha256}"', "Cache-Control": "private, no-store"},
+        headers={
+            "ETag": f'"{job.zip_sha256}"',
+            "Cache-Control": "private, no-store",
+            **_connector_header(job),
+        },
         content_disposition_type="attachment",
     )

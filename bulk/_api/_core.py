@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._capture import BrowserPool
+from .._connector_hub import ConnectorHub
 from .._exceptions import (
     APIKeyRequired,
     BulkError,
@@ -81,6 +82,8 @@ class ServiceState:
     data_dir: Path
     config: ApiConfig = attrs.field(factory=ApiConfig)
     draining: bool = False
+    #: The connectors whose tunnels this process serves.
+    hub: ConnectorHub = attrs.field(factory=ConnectorHub)
     in_flight: InFlight = attrs.field(
         init=False,
         default=attrs.Factory(lambda self: InFlight(self.config.in_flight), takes_self=True),

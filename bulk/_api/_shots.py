@@ -11,8 +11,11 @@ import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .._connector_hub import ROUTED_POLICY
 from .._exceptions import (
     CaptureError,
+    ConnectorOffline,
+    ConnectorTimeout,
     InsufficientCredits,
     URLBlocked,
     ValidationError,
@@ -24,6 +27,7 @@ from .._openapi import (
 )
 from .._options import CaptureOptions, lease_seconds
 from .._results import failed_result, ok_result
+from ._connectors import connector_param, own_connector, routed_connector
 from ._core import (
     ServiceState,
     _capture_options,
@@ -42,28 +46,46 @@ async def _shoot(
     url: str,
     options: CaptureOptions,
     html: str | None = None,
+    connector: str | None = None,
 ) -> tuple[Any, int]:
     """One charged capture: reserve 1 credit, capture, use or refund it.
 
     With ``html``, that document is rendered instead of loading ``url`` (which then
     only labels the ledger row); its sub-resources pass the address policy in the
     browser like any page's.
+
+    With ``connector`` (the request's ``connector_id``), the capture runs only on that
+    connector, which must be the caller's (``CONNECTOR_NOT_FOUND``) and connected
+    (``CONNECTOR_OFFLINE``, before any credit); the URL then passes the service's
+    syntax and scheme checks only: the connector's own policy rules its network.
     """
+    policy = state.policy
+    if connector is not None:
+        await own_connector(state, account, connector)
+        policy = ROUTED_POLICY
     if html is None:
-        state.policy.check_url(url)
+        policy.check_url(url)
     # Where the capture script goes passes the same policy, before any credit.
     for target in options.goto_urls:
-        state.policy.check_url(target)
+        policy.check_url(target)
     if account.balance < 1:
         raise InsufficientCredits("no credits remaining", details={"required": 1, "available": 0})
+    if connector is not None:
+        connector = await routed_connector(state, account, connector)
     with _doing_work(request, state, account, "capture"):
-        return await _charged_capture(state, account, url, options, html)
+        return await _charged_capture(state, account, url, options, html, connector)
 
 
-async def _capture(state: ServiceState, url: str, options: CaptureOptions, html: str | None) -> Any:
+async def _capture(
+    state: ServiceState,
+    url: str,
+    options: CaptureOptions,
+    html: str | None,
+    connector: str | None = None,
+) -> Any:
     if html is None:
-        return await state.pool.capture(url, options)
-    return await state.pool.capture_html(html, options)
+        return await state.pool.capture(url, options, route=connector)
+    return await state.pool.capture_html(html, options, route=connector)
 
 
 async def _charged_capture(
@@ -72,6 +94,7 @@ async def _charged_capture(
     url: str,
     options: CaptureOptions,
     html: str | None = None,
+    connector: str | None = None,
 ) -> tuple[Any, int]:
     ledger = state.ledger
     # Shielded together: once the credit is reserved, this request must also hold the
@@ -86,18 +109,19 @@ async def _charged_capture(
                 api_key_id=account.api_key_id,
                 options=options.to_json(),
                 status="processing",
+                connector_id=connector,
             )
         )
         claims = await ledger.claim(job.id, limit=1, lease_seconds=lease_seconds(options.timeout))
     claim = claims[0]
     try:
-        shot = await _capture(state, url, options, html)
+        shot = await _capture(state, url, options, html, connector)
     except (CaptureError, URLBlocked, ValidationError) as exc:
         http_status = getattr(exc, "http_status", None)
         with trio.CancelScope(shield=True):
             await ledger.finish(claim, failed_result(exc))
             await ledger.fail_job(job.id, exc.code, exc.message)
-        if isinstance(exc, (URLBlocked, ValidationError)):
+        if isinstance(exc, (URLBlocked, ValidationError, ConnectorOffline, ConnectorTimeout)):
             raise
         refused = _refused_input(exc)
         if refused is not None:
@@ -147,13 +171,16 @@ def _refused_input(exc: CaptureError) -> ValidationError | None:
     return None
 
 
-def _shot_headers(shot: Any, balance: int) -> dict[str, str]:
-    return {
+def _shot_headers(shot: Any, balance: int, connector: str | None = None) -> dict[str, str]:
+    headers = {
         "X-Screenshot-Width": str(shot.width),
         "X-Screenshot-Height": str(shot.height),
         "X-Response-Time": f"{round(shot.elapsed * 1000)}ms",
         "X-Credits-Remaining": str(balance),
     }
+    if connector is not None:
+        headers["X-Connector-Used"] = connector
+    return headers
 
 
 async def screenshot_get(
@@ -164,9 +191,15 @@ async def screenshot_get(
     if "url" not in params:
         raise ValidationError("url is required", field="url")
     url = _string(params["url"], "url", limit=URL_FIELD_LIMIT)
-    options = _capture_options(_options_from_query(dict(params)))
-    shot, balance = await _shoot(request, state, account, url, options)
-    return Response(shot.data, media_type=options.mime_type, headers=_shot_headers(shot, balance))
+    query = dict(params)
+    connector = connector_param(query)
+    query.pop("connector_id", None)
+    query.pop("connectorId", None)
+    options = _capture_options(_options_from_query(query))
+    shot, balance = await _shoot(request, state, account, url, options, connector=connector)
+    return Response(
+        shot.data, media_type=options.mime_type, headers=_shot_headers(shot, balance, connector)
+    )
 
 
 async def screenshot_post(
@@ -185,11 +218,11 @@ async def screenshot_post(
     else:
         url = _string(body["url"], "url", limit=URL_FIELD_LIMIT)
     # response_type: Pixcap's, accepted and ignored (this endpoint always answers JSON).
-    rest = {
-        k: v for k, v in body.items() if k not in ("url", "html", "response_type", "responseType")
-    }
+    connector = connector_param(body)
+    skip = ("url", "html", "response_type", "responseType", "connector_id", "connectorId")
+    rest = {k: v for k, v in body.items() if k not in skip}
     options = _capture_options(rest)
-    shot, balance = await _shoot(request, state, account, url, options, html)
+    shot, balance = await _shoot(request, state, account, url, options, html, connector)
     started = time.time() - shot.elapsed
     data = {
         "image": base64.b64encode(shot.data).decode(),
@@ -205,4 +238,6 @@ async def screenshot_post(
         },
         "credits_remaining": balance,
     }
-    return JSONResponse({"success": True, "data": data}, headers=_shot_headers(shot, balance))
+    return JSONResponse(
+        {"success": True, "data": data}, headers=_shot_headers(shot, balance, connector)
+    )

@@ -19,10 +19,17 @@ there; a source that cannot be had again is marked down, its captures move to an
 source (no URL is lost: the caller's lease is held all along), and it is tried again
 in the background with backoff until it comes back by itself. A remote source that
 stops answering (``ping``) is treated as lost.
+
+Routing: a source added with a ``route`` (a connector's id, ``add_remote``) serves
+only sessions opened with that same route, and a routed session runs only there
+(``CONNECTOR_OFFLINE`` when no source has its route: the connector is not
+connected). Unrouted captures never reach a routed source: the FIFO limiter counts
+only unrouted slots, and routed captures wait for their own source's slots.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -40,6 +47,8 @@ from .._exceptions import (
     BrowserRefused,
     BrowserUnavailable,
     CaptureTimeout,
+    ConnectorOffline,
+    ConnectorTimeout,
     ValidationError,
 )
 from .._options import MAX_HTML_BYTES, CaptureOptions
@@ -48,7 +57,7 @@ from .._proxy import EgressProxy, open_egress_proxy
 from .._sandbox import Isolation, Launch, open_launch, plan_isolation
 from .._urls import parse_http_url
 from ._bridge import AsyncioThread
-from ._config import CLEANUP_TIMEOUT, PoolConfig
+from ._config import CLEANUP_TIMEOUT, PoolConfig, RemoteEndpoint
 from ._engine import Engine
 from ._errors import BrowserGone
 from ._hygiene import lower_priority, no_priority_boost
@@ -89,6 +98,12 @@ class _Member:
     last_error: str | None = None
     # Set when the source is lost; the recovery task waits for it.
     lost: trio.Event = attrs.field(factory=trio.Event)
+    # Only sessions of this route (a connector's id) run here; None: unrouted work.
+    route: str | None = None
+    # Cancels the recovery task of a source added while the pool runs.
+    keeper: trio.CancelScope | None = None
+    # Who added it (``add_remote``): only they remove it.
+    owner: object = None
 
 
 @attrs.frozen
@@ -144,9 +159,11 @@ class BrowserPool:
         self._local = next((m for m in members if isinstance(m.source, LocalLaunch)), None)
         self._proxy = proxy
         self._launch = launch
-        self._limiter = trio.CapacityLimiter(sum(m.source.slots for m in members))
-        self._held: dict[trio.lowlevel.Task, _Member] = {}
+        self._limiter = trio.CapacityLimiter(max(1, sum(m.source.slots for m in members)))
+        # None: a routed slot whose source is gone (its captures fail CONNECTOR_OFFLINE).
+        self._held: dict[trio.lowlevel.Task, _Member | None] = {}
         self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
         self.relaunches = 0
 
     @classmethod
@@ -193,6 +210,7 @@ class BrowserPool:
                 try:
                     await pool._start()
                     async with trio.open_nursery() as nursery:
+                        pool._nursery = nursery
                         for member in members:
                             nursery.start_soon(pool._keep_up, member)
                         if config.status_file is not None:
@@ -206,6 +224,7 @@ class BrowserPool:
                             # exception is not wrapped in an ExceptionGroup.
                             body_error = exc
                         finally:
+                            pool._nursery = None
                             nursery.cancel_scope.cancel()
                     if body_error is not None:
                         raise body_error
@@ -262,8 +281,70 @@ class BrowserPool:
 
     @property
     def slots(self) -> int:
-        """Pages captured at once across every source (up or not)."""
-        return sum(m.source.slots for m in self._members)
+        """Pages captured at once across every unrouted source (up or not)."""
+        return sum(m.source.slots for m in self._members if m.route is None)
+
+    # -- routed sources (connectors) --------------------------------------------------------
+
+    async def add_remote(
+        self, endpoint: RemoteEndpoint, *, route: str, owner: object = None
+    ) -> None:
+        """Connect to the ``bulk node`` at ``endpoint`` as the one source of ``route``.
+
+        Only sessions opened with ``route`` run there (a connector's captures), and
+        nothing else does. It is looked after like any remote source (pinged,
+        reconnected) until ``remove_route`` (with the same ``owner``: a connector's
+        newer tunnel is never removed by its older one's cleanup).
+
+        Raises:
+            BrowserUnavailable: It did not answer, or the pool is closing.
+            BrowserRefused: It is not a ``bulk node``.
+
+        Resource handling:
+            The member is registered before it connects, so ``remove_route`` (also
+            after a cancelled ``add_remote``) closes whatever connection it got.
+        """
+        nursery = self._nursery
+        if nursery is None:
+            raise BrowserUnavailable("the browser pool is closing")
+        node = RemoteNode(endpoint, connect_timeout=self.config.launch_timeout)
+        engine = Engine(self.config, node, None)
+        engine.playwright = self._members[0].engine.playwright
+        member = _Member(node, engine, route=route, keeper=trio.CancelScope(), owner=owner)
+        self._members.append(member)
+        await self._thread.run(engine.launch)
+        if member not in self._members:  # removed while it connected
+            raise BrowserUnavailable(f"{node.name} went away while connecting")
+        member.up = True
+        nursery.start_soon(self._keep_routed, member)
+        self._notify()
+
+    async def remove_route(self, route: str, owner: object = None) -> None:
+        """Drop the sources of ``route`` added by ``owner``: their captures in flight
+        fail (``CONNECTOR_OFFLINE`` when no other source has the route) and new ones
+        are refused at once.
+
+        Resource handling: the connection is closed (shielded, bounded in time).
+        """
+        gone = [m for m in self._members if m.route == route and m.owner is owner]
+        for member in gone:
+            self._members.remove(member)
+            if member.keeper is not None:
+                member.keeper.cancel()
+            self._down(member, "the connector disconnected")
+        for member in gone:
+            member.engine.playwright = None  # the pool's, stopped by the pool
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                await self._thread.run(member.engine.stop)
+
+    def has_route(self, route: str) -> bool:
+        """Whether a source of ``route`` is connected now."""
+        return any(m.route == route for m in self._members)
+
+    async def _keep_routed(self, member: _Member) -> None:
+        assert member.keeper is not None
+        with member.keeper:
+            await self._keep_up(member)
 
     def sources(self) -> list[SourceState]:
         """Each browser source's state now (no I/O)."""
@@ -312,7 +393,7 @@ class BrowserPool:
 
     @asynccontextmanager
     async def session(
-        self, options: CaptureOptions, site_url: str | None = None
+        self, options: CaptureOptions, site_url: str | None = None, *, route: str | None = None
     ) -> AsyncIterator[CaptureSession]:
         """A capture session: one fresh browser context per source, for one job.
 
@@ -320,16 +401,19 @@ class BrowserPool:
             options: The job's capture options (viewport, cookies, headers...).
             site_url: URL for cookies given without a domain (default: the first
                 URL captured).
+            route: Capture only on the source of this route (a connector's id).
 
         Resource handling:
             The contexts and their pages are closed when the block ends (shielded).
         """
-        session = CaptureSession(self, ContextState(options=options, cookie_url=site_url))
+        session = CaptureSession(
+            self, ContextState(options=options, cookie_url=site_url), route=route
+        )
         try:
             # One context now, so that options the browser refuses fail here (the
             # local browser's; a remote node's contexts are opened when first used).
             member = self._local
-            if member is not None and member.up:
+            if member is not None and member.up and route is None:
                 state = session._state_on(member)
                 await self._on(member, functools.partial(member.engine.open_context, state))
             yield session
@@ -340,16 +424,23 @@ class BrowserPool:
                     await self._thread.run(functools.partial(engine.close_context, state))
 
     async def capture(
-        self, url: str, options: CaptureOptions, site_url: str | None = None
+        self,
+        url: str,
+        options: CaptureOptions,
+        site_url: str | None = None,
+        *,
+        route: str | None = None,
     ) -> Screenshot:
         """One capture in its own short-lived context (``bulk shot``, ``GET /screenshot``)."""
-        async with self.session(options, site_url or url) as session:
+        async with self.session(options, site_url or url, route=route) as session:
             return await session.capture(url)
 
-    async def capture_html(self, html: str, options: CaptureOptions) -> Screenshot:
+    async def capture_html(
+        self, html: str, options: CaptureOptions, *, route: str | None = None
+    ) -> Screenshot:
         """Render the document ``html`` in its own short-lived context (see
         ``CaptureSession.capture_html``)."""
-        async with self.session(options) as session:
+        async with self.session(options, route=route) as session:
             return await session.capture_html(html)
 
     # -- sources: relaunch, loss, recovery -----------------------------------------------
@@ -464,37 +555,44 @@ class BrowserPool:
 
     # -- slots and captures ----------------------------------------------------------------
 
-    async def _take_member(self) -> _Member:
-        """A source that is up and has a free slot, the freest first (waits for one).
+    async def _take_member(self, route: str | None = None) -> _Member | None:
+        """A source of ``route`` that is up and has a free slot, the freest first
+        (waits for one); None when ``route`` is set and no source has it.
 
         Raises:
             BrowserUnavailable: The local Chromium is the only source and could not
                 be started again (nothing would come back by itself in time).
         """
         while True:
-            free = [m for m in self._members if m.up and m.busy < m.source.slots]
+            mine = [m for m in self._members if m.route == route]
+            if route is not None and not mine:
+                return None
+            free = [m for m in mine if m.up and m.busy < m.source.slots]
             if free:
                 member = max(free, key=lambda m: (m.source.slots - m.busy, -m.captures))
                 member.busy += 1
                 return member
             local = self._local
-            if local is not None and len(self._members) == 1 and not local.up:
+            if route is None and local is not None and len(mine) == 1 and not local.up:
                 raise BrowserUnavailable(local.last_error or "Chromium is not running")
             await self._changed.wait()
 
-    def _give_back(self, member: _Member) -> None:
-        member.busy -= 1
+    def _give_back(self, member: _Member | None) -> None:
+        if member is not None:
+            member.busy -= 1
         self._notify()
 
     @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        # One of the pool's slots for this task, unless it holds one already.
+    async def _slot(self, route: str | None = None) -> AsyncIterator[None]:
+        # One of the pool's slots for this task, unless it holds one already. A routed
+        # slot is its source's own: the FIFO limiter counts unrouted slots only.
         task = trio.lowlevel.current_task()
         if task in self._held:
             yield
             return
-        async with self._limiter:
-            member = await self._take_member()
+        limiter = self._limiter if route is None else contextlib.nullcontext()
+        async with limiter:
+            member = await self._take_member(route)
             self._held[task] = member
             try:
                 yield
@@ -520,11 +618,14 @@ class BrowserPool:
             )
         timeout = template.options.timeout / 1000
         task = trio.lowlevel.current_task()
-        async with self._slot():
+        route = session._route
+        async with self._slot(route):
             crashes = 0
             # Each loss of a source moves the URL to another; bounded all the same.
             for _ in range(2 * len(self._members) + 2):
                 member = self._held[task]
+                if member is None:
+                    raise ConnectorOffline(f"connector {route} is not connected")
                 state = session._state_on(member)
                 if state.cookie_url is None:
                     state.cookie_url = template.cookie_url
@@ -537,6 +638,11 @@ class BrowserPool:
                     member.captures += 1
                     return shot
                 except trio.TooSlowError:
+                    if route is not None:
+                        raise ConnectorTimeout(
+                            f"connector {route} sent no image within {template.options.timeout}"
+                            " ms"
+                        ) from None
                     raise CaptureTimeout(f"no image within {template.options.timeout} ms") from None
                 except BrowserGone as gone:
                     if await self._relaunch(member, gone.generation):
@@ -548,7 +654,7 @@ class BrowserPool:
                         continue
                 # The source is lost: the URL moves to another one (waits for one).
                 self._give_back(self._held.pop(task))
-                self._held[task] = await self._take_member()
+                self._held[task] = await self._take_member(route)
         raise BrowserUnavailable("every browser source was lost while capturing this URL")
 
 
@@ -604,8 +710,12 @@ async def _maybe_proxy(
 class CaptureSession:
     """Captures for one job, in that job's own browser context. Made by ``BrowserPool.session``."""
 
-    def __init__(self, pool: BrowserPool, template: ContextState) -> None:
+    def __init__(
+        self, pool: BrowserPool, template: ContextState, *, route: str | None = None
+    ) -> None:
         self._pool = pool
+        # Captures run only on the source of this route (a connector), if set.
+        self._route = route
         # The job's options and cookie URL; each source gets a context of its own.
         self._template = template
         self._states: dict[_Member, ContextState] = {}
@@ -629,7 +739,7 @@ class CaptureSession:
         For callers that should take work only when they can start it: wait for
         the slot, then claim the URL, then ``capture`` it.
         """
-        return self._pool._slot()
+        return self._pool._slot(self._route)
 
     async def capture(self, url: str) -> Screenshot:
         """Capture one URL.

@@ -12,6 +12,7 @@ SQLite file whose schema enforces the money rules.
     _audit        proves every rule on the whole file
     _secrets      cookie and header values sealed while a job runs
     _server       secrets of the server itself (the dashboard's session key)
+    _connectors   an account's connectors and their token hashes     (writes, reads)
     _records      the frozen records the rest of bulk sees
 
 One credit is reserved per URL when a job is created, used when the URL succeeds,
@@ -23,6 +24,7 @@ are atomic lease updates; after a crash, ``recover`` returns dead leases to the 
 from __future__ import annotations
 
 from ._connection import connect as _connect
+from ._connectors import CONNECTOR_TOKEN_PREFIX, ConnectorRow
 from ._ledger import Ledger
 from ._records import (
     KEY_PREFIX,
@@ -47,12 +49,14 @@ from ._schema import migrations
 from ._secrets import SecretBox
 
 __all__ = [
+    "CONNECTOR_TOKEN_PREFIX",
     "KEY_PREFIX",
     "MAX_KEYS_PER_ACCOUNT",
     "TERMINAL_JOB",
     "Account",
     "AuditReport",
     "Claim",
+    "ConnectorRow",
     "Delivery",
     "JobKind",
     "JobRow",

@@ -118,8 +118,8 @@ class JobWrites(LedgerCore):
                 conn.execute(
                     "INSERT INTO jobs (id, kind, account_id, api_key_id, site, sitemap_urls, "
                     "options, root, status, urls_complete, created_at, idempotency_key, "
-                    "request_hash, webhook_url, secrets, discovery) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "request_hash, webhook_url, secrets, discovery, connector_id) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job_id,
                         new.kind,
@@ -137,6 +137,7 @@ class JobWrites(LedgerCore):
                         new.webhook_url,
                         sealed,
                         None if new.discovery is None else json.dumps(dict(new.discovery)),
+                        new.connector_id,
                     ),
                 )
                 _insert_urls(conn, job_id, 1, new.urls, self._box)

@@ -11,6 +11,7 @@ from typing import final
 
 from ._accounts import AccountWrites
 from ._audit import Audit
+from ._connectors import ConnectorWrites
 from ._deliveries import Deliveries
 from ._jobs import JobWrites
 from ._leases import Leases
@@ -23,7 +24,15 @@ __all__ = ["Ledger"]
 
 @final
 class Ledger(
-    AccountWrites, JobWrites, Leases, Deliveries, Reads, Audit, ServerSecrets, ScheduleWrites
+    AccountWrites,
+    JobWrites,
+    Leases,
+    Deliveries,
+    Reads,
+    Audit,
+    ServerSecrets,
+    ScheduleWrites,
+    ConnectorWrites,
 ):
     """The ledger of one SQLite file. Open it with ``Ledger.open``.
 

@@ -35,7 +35,8 @@ _URL_FIELDS: Final = tuple(f for f in attrs.fields_dict(UrlRow) if f not in _URL
 _JOB_COLUMNS: Final = (
     "id, kind, account_id, site, sitemap_urls, options, root, status, urls_complete, "
     "created_at, started_at, finished_at, expires_at, error_code, error_message, "
-    "zip_path, zip_size, zip_sha256, webhook_url, webhook_state, secrets, discovery"
+    "zip_path, zip_size, zip_sha256, webhook_url, webhook_state, secrets, discovery, "
+    "connector_id"
 )
 
 
@@ -91,6 +92,7 @@ def _job_from_row(
         used=credits.get("use", 0) - reversed_,
         refunded=credits.get("refund", 0) + reversed_,
         secrets_unreadable=unreadable,
+        connector_id=row["connector_id"],
     )
 
 

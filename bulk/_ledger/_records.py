@@ -105,6 +105,8 @@ class NewJob:
     urls_complete: bool = True
     status: JobStatus = "pending"
     discovery: Mapping[str, Any] | None = None
+    #: The connector every URL is captured through (``connector_id``), if any.
+    connector_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -151,6 +153,7 @@ class JobRow:
     replayed: bool = False
     discovery: Mapping[str, Any] | None = None
     secrets_unreadable: bool = False
+    connector_id: str | None = None
 
     @property
     def processed(self) -> int:

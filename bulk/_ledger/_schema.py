@@ -24,6 +24,8 @@ The schema itself enforces the rules, so no caller can get them wrong:
   claimed with the move of ``next_at``); one run per schedule is open at a time; a
   finished run is final; a change webhook (``bulk_job.changed``) is queued only for
   a completed run of a schedule with that webhook URL, once per job.
+- A connector keeps only its token's hash; a deleted one has none and stays
+  deleted (m010); a job routed to one names it (``jobs.connector_id``).
 
 Migrations already released never change (existing databases must open); a new
 rule is a new migration. ``bulk admin audit`` (``_audit.py``) proves each rule.
@@ -720,6 +722,40 @@ def m009_schedules_and_change_deliveries(db: Database) -> None:
         """
     )
 
+
+
+@migrations()
+def m010_connectors(db: Database) -> None:
+    # Connectors (Pixcap's "VPN connectors"): a capture node inside a private network
+    # that dials out to the service. Only the SHA-256 of its token is kept (the token
+    # is shown once); a new token replaces the hash (the old one stops working at
+    # once). A deleted connector is kept (its id stays unique and may label old
+    # jobs) with no token at all. A job routed to a connector names it.
+    db.executescript(
+        """
+        CREATE TABLE connectors (
+            id TEXT PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+            token_hash TEXT UNIQUE,
+            created_at TEXT NOT NULL,
+            last_seen TEXT,
+            deleted_at TEXT,
+            CHECK ((deleted_at IS NULL) = (token_hash IS NOT NULL))
+        );
+        CREATE INDEX connectors_account ON connectors(account_id, created_at);
+        CREATE TRIGGER connectors_deleted_final BEFORE UPDATE ON connectors
+        WHEN OLD.deleted_at IS NOT NULL AND NEW.token_hash IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, 'a deleted connector stays deleted'); END;
+        CREATE TRIGGER connectors_owner_fixed BEFORE UPDATE OF id, account_id ON connectors
+        WHEN NEW.id IS NOT OLD.id OR NEW.account_id IS NOT OLD.account_id
+        BEGIN SELECT RAISE(ABORT, 'a connector''s id and account are fixed'); END;
+        CREATE TRIGGER connectors_no_delete BEFORE DELETE ON connectors
+        BEGIN SELECT RAISE(ABORT, 'connectors are kept (deleted_at)'); END;
+
+        ALTER TABLE jobs ADD COLUMN connector_id TEXT REFERENCES connectors(id);
+        """
+    )
 
 # Which status a job may move to from each status (``fail_job`` is the other way to
 # ``failed``). Terminal states are terminal, except that a completed job expires, and
