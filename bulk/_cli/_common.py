@@ -422,6 +422,13 @@ COMMANDS: Final[Mapping[str, tuple[str, str]]] = {
         "Archive SITE (a domain, an origin or a sitemap URL), or the URLs of --urls FILE, "
         "as a ZIP of screenshots.",
     ),
+    "connector": (
+        "_node_cmd",
+        "Run a connector: capture a private network's pages for the service's requests that "
+        "name this connector (connector_id), through one outbound WebSocket (reconnected "
+        "with backoff). Its pages pass its own address policy. Runs in the foreground "
+        "(SIGTERM: stop).",
+    ),
     "diff": (
         "_diff_cmd",
         "Compare two archives of a site (OLD.zip, NEW.zip): pages added, removed, changed.",
